@@ -1,0 +1,124 @@
+"""What the agent loop emits, and the result collected from it.
+
+The loop yields, in order: ``TurnStarted``, ``TextDelta``..., ``TurnFinished``, then either
+``SearchStarted`` + ``SearchFinished`` or a corrective turn, and so on, and always ends with one
+``Finished`` carrying the :class:`AgentResult`. The server renders these as HTTP/SSE, the SDK
+collects them, the trainer turns them into token ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mmsr_serve.agent.parser import ParsedTurn
+from mmsr_serve.backends.base import Message
+from mmsr_serve.search.base import Hit
+
+SearchKind = Literal["image", "text"]
+AgentFinishReason = Literal["stop", "length", "max_turns", "invalid"]
+"""``stop``: answered. ``length``: a turn hit its token limit, or the conversation its token budget.
+``max_turns``: the turns ran out without an answer. ``invalid``: with ``Limits.recover=False``
+(training), the run ended on a malformed turn or a search over its limit."""
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens
+        )
+
+
+@dataclass(frozen=True)
+class TurnRecord:
+    index: int
+    text: str
+    parsed: ParsedTurn
+    finish_reason: str
+    usage: Usage
+    latency_s: float
+
+    @property
+    def action(self) -> str:
+        return self.parsed.action
+
+
+@dataclass(frozen=True)
+class SearchRecord:
+    kind: SearchKind
+    query: str | None
+    """The text query; ``None`` for an image search (the query is the user's image)."""
+    hits: list[Hit]
+    turn: int
+    provider: str | None = None
+    cached: bool = False
+    error: str | None = None
+    latency_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class AgentResult:
+    answer: str | None
+    finish_reason: AgentFinishReason
+    turns: list[TurnRecord]
+    searches: list[SearchRecord]
+    usage: Usage
+    messages: list[Message] = field(repr=False)
+    """The whole conversation: history, the protocol turns, model turns and inserted results."""
+
+    @property
+    def search_calls(self) -> dict[str, int]:
+        return {kind: sum(s.kind == kind for s in self.searches) for kind in ("image", "text")}
+
+    @property
+    def citations(self) -> list[str]:
+        """URLs of the sources shown to the model, in order, without repeats."""
+        return list(dict.fromkeys(h.url for s in self.searches for h in s.hits if h.url))
+
+    @property
+    def reasoning(self) -> str:
+        return "\n\n".join(t.parsed.reasoning for t in self.turns if t.parsed.reasoning)
+
+
+@dataclass(frozen=True)
+class TurnStarted:
+    turn: int
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    turn: int
+    text: str
+
+
+@dataclass(frozen=True)
+class TurnFinished:
+    record: TurnRecord
+
+
+@dataclass(frozen=True)
+class SearchStarted:
+    turn: int
+    kind: SearchKind
+    query: str | None
+
+
+@dataclass(frozen=True)
+class SearchFinished:
+    record: SearchRecord
+
+
+@dataclass(frozen=True)
+class Finished:
+    result: AgentResult
+
+
+Event = TurnStarted | TextDelta | TurnFinished | SearchStarted | SearchFinished | Finished

@@ -1,0 +1,224 @@
+"""The agent loop: generate a turn, parse its action, run the search, repeat until an answer.
+
+One async generator used by the server, the SDK and the trainer alike. Its policy:
+
+- A turn ending in ``<answer>`` finishes the run (``stop``).
+- A turn cut by its token limit finishes it (``length``); so does a spent conversation budget.
+- A search within its limit runs, and its results (or its failure) become the next user turn.
+  Search failures are the tools' fault and go back to the model; they never abort the run.
+- A search requested in the last turn ends the run (``max_turns``): no turn is left to use it.
+- A malformed turn, or a search over its limit (an image search without an image included),
+  gets a corrective user turn from the pack while turns remain (``Limits.recover``, serving);
+  without ``recover`` (training, as in the paper) it ends the run (``invalid``).
+- Errors of the backend or of our own code propagate: they are not the model's doing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from mmsr_serve.agent import render
+from mmsr_serve.agent.events import (
+    AgentFinishReason,
+    AgentResult,
+    Event,
+    Finished,
+    SearchFinished,
+    SearchKind,
+    SearchRecord,
+    SearchStarted,
+    TextDelta,
+    TurnFinished,
+    TurnRecord,
+    TurnStarted,
+    Usage,
+)
+from mmsr_serve.agent.limits import Limits
+from mmsr_serve.agent.parser import STOP_STRINGS, ParsedTurn, parse_turn, restore_stop
+from mmsr_serve.agent.prompts import PromptPack
+from mmsr_serve.backends.base import Completion, Delta, GenerateRequest, Message, ModelBackend
+from mmsr_serve.errors import BackendError, SearchError
+from mmsr_serve.images import InputImage
+from mmsr_serve.search.base import ImageSearchTool, SearchResults, TextSearchTool
+
+
+@dataclass(frozen=True)
+class Tools:
+    image: ImageSearchTool | None = None
+    text: TextSearchTool | None = None
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class _Finish:
+    reason: AgentFinishReason
+    answer: str | None = None
+
+
+@dataclass(frozen=True)
+class _Search:
+    kind: SearchKind
+    query: str | None
+
+
+@dataclass(frozen=True)
+class _Correct:
+    message: str
+
+
+def decide(
+    parsed: ParsedTurn,
+    finish_reason: str,
+    allowed: dict[SearchKind, bool],
+    turns_left: int,
+    limits: Limits,
+    pack: PromptPack,
+) -> _Finish | _Search | _Correct:
+    """What follows a model turn. Pure; ``allowed`` says which searches are still available."""
+    if parsed.action == "answer":
+        return _Finish("stop", parsed.answer)
+    if finish_reason == "length":
+        return _Finish("length")
+    if parsed.action == "none":
+        if limits.recover and turns_left:
+            return _Correct(pack.render("format_reminder"))
+        return _Finish("max_turns" if limits.recover else "invalid")
+    kind: SearchKind = "image" if parsed.action == "image_search" else "text"
+    if not allowed[kind]:
+        if limits.recover and turns_left:
+            return _Correct(pack.render("search_refused", kind="image" if kind == "image" else "web"))
+        return _Finish("max_turns" if limits.recover else "invalid")
+    if not turns_left:
+        return _Finish("max_turns")
+    return _Search(kind, parsed.query)
+
+
+async def agent_loop(
+    backend: ModelBackend,
+    messages: list[Message],
+    *,
+    question: str,
+    image: InputImage | None,
+    tools: Tools,
+    limits: Limits,
+    pack: PromptPack,
+    sampling: Sampling = Sampling(),
+) -> AsyncIterator[Event]:
+    """Run the conversation that ``messages`` starts (history + the rendered first turn)."""
+    turns: list[TurnRecord] = []
+    searches: list[SearchRecord] = []
+    usage, first_prompt, spent, pending = Usage(), 0, 0, 0
+    finish = _Finish("max_turns")
+    for turn in range(1, limits.max_turns + 1):
+        budget = limits.max_total_tokens - spent - pending
+        if budget <= 0:
+            finish = _Finish("length")
+            break
+        # generate
+        yield TurnStarted(turn)
+        request = GenerateRequest(
+            messages=list(messages),
+            max_tokens=min(limits.max_new_tokens, budget),
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            seed=sampling.seed,
+            stop=STOP_STRINGS,
+        )
+        started, completion = time.perf_counter(), None
+        async for item in backend.stream(request):
+            if isinstance(item, Delta):
+                yield TextDelta(turn, item.text)
+            else:
+                completion = item
+        if completion is None:
+            raise BackendError(f"{type(backend).__name__} ended a turn without a completion")
+        # parse
+        text = restore_stop(completion.text, completion.finish_reason)
+        turn_usage = Usage(completion.prompt_tokens or 0, completion.completion_tokens or 0)
+        usage += turn_usage
+        first_prompt = first_prompt or turn_usage.prompt_tokens
+        spent, pending = _spent(completion, first_prompt, spent + pending, text), 0
+        record = TurnRecord(
+            turn, text, parse_turn(text), completion.finish_reason, turn_usage, time.perf_counter() - started
+        )
+        turns.append(record)
+        messages.append(Message.of("assistant", text))
+        yield TurnFinished(record)
+        # act
+        done = {k: sum(s.kind == k for s in searches) for k in ("image", "text")}
+        allowed: dict[SearchKind, bool] = {
+            "image": tools.image is not None
+            and image is not None
+            and done["image"] < limits.max_image_searches,
+            "text": tools.text is not None and done["text"] < limits.max_text_searches,
+        }
+        step = decide(record.parsed, completion.finish_reason, allowed, limits.max_turns - turn, limits, pack)
+        if isinstance(step, _Finish):
+            finish = step
+            break
+        if isinstance(step, _Correct):
+            messages.append(Message.of("user", step.message))
+        else:
+            yield SearchStarted(turn, step.kind, step.query)
+            search = await _run_search(step, turn, image, tools, limits)
+            searches.append(search)
+            yield SearchFinished(search)
+            messages.append(render.results_turn(pack, search, question))
+        pending = _estimate_tokens(messages[-1])
+    result = AgentResult(finish.answer, finish.reason, turns, searches, usage, messages)
+    yield Finished(result)
+
+
+def _spent(completion: Completion, first_prompt: int, spent: int, text: str) -> int:
+    """Tokens used after the first prompt: exact from the backend's usage when it reports it."""
+    if completion.prompt_tokens and completion.completion_tokens is not None:
+        return completion.prompt_tokens + completion.completion_tokens - first_prompt
+    return spent + (completion.completion_tokens or len(text.split()))
+
+
+def _estimate_tokens(message: Message) -> int:
+    """A rough size of an inserted user turn (4 characters a token, ~100 tokens a thumbnail),
+    used only until the next turn's usage reports the exact count."""
+    return len(message.text) // 4 + 100 * len(message.images)
+
+
+async def _run_search(
+    step: _Search, turn: int, image: InputImage | None, tools: Tools, limits: Limits
+) -> SearchRecord:
+    started = time.perf_counter()
+    try:
+        results: SearchResults
+        if step.kind == "image":
+            assert tools.image is not None and image is not None  # guaranteed by `allowed`
+            call = tools.image.search_image(image, limits.top_k)
+        else:
+            assert tools.text is not None and step.query is not None
+            call = tools.text.search_text(step.query, limits.top_k)
+        results = await asyncio.wait_for(call, limits.search_timeout_s)
+    except SearchError as exc:
+        return SearchRecord(
+            step.kind, step.query, [], turn, error=str(exc), latency_s=time.perf_counter() - started
+        )
+    except asyncio.TimeoutError:
+        error = f"no answer within {limits.search_timeout_s:g} s"
+        return SearchRecord(
+            step.kind, step.query, [], turn, error=error, latency_s=time.perf_counter() - started
+        )
+    return SearchRecord(
+        step.kind,
+        step.query,
+        list(results.hits[: limits.top_k]),
+        turn,
+        results.provider,
+        results.cached,
+        latency_s=time.perf_counter() - started,
+    )

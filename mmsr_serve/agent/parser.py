@@ -1,0 +1,138 @@
+"""Reading model turns: which action a turn ends with, and whether a trajectory has a valid shape.
+
+The protocol (PAPER.md): a turn reasons inside ``<reason>...</reason>`` and ends with exactly one
+action: ``<answer>...</answer>``, ``<search><img></search>`` or ``<text_search>query</text_search>``.
+
+The action is decided from the END of the turn, so a tag quoted inside the reasoning is not an
+action. Parsing is lenient (what did the model ask for?), the format check is strict (does the
+turn have exactly the protocol's shape?): serving acts on the first, the reward scores the second.
+All functions here are pure.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+ActionKind = Literal["answer", "image_search", "text_search", "none"]
+
+_ACTIONS: tuple[tuple[ActionKind, str, str], ...] = (
+    ("answer", "<answer>", "</answer>"),
+    ("image_search", "<search>", "</search>"),
+    ("text_search", "<text_search>", "</text_search>"),
+)
+STOP_STRINGS: tuple[str, ...] = tuple(close for _, _, close in _ACTIONS)
+"""Generation stops on the closing tags of the three actions."""
+
+_TAG = r"</?(?:reason|answer|search|text_search)>"
+_NO_TAG = rf"(?:(?!{_TAG}).)"
+_WELL_FORMED = re.compile(
+    rf"\s*<reason>{_NO_TAG}*?\S{_NO_TAG}*</reason>\s*"
+    rf"(?:<answer>{_NO_TAG}*?\S{_NO_TAG}*</answer>|<search>\s*<img>\s*</search>"
+    rf"|<text_search>{_NO_TAG}*?\S{_NO_TAG}*</text_search>)\s*",
+    re.DOTALL,
+)
+
+VALID_SHAPES: frozenset[tuple[ActionKind, ...]] = frozenset(
+    {
+        ("answer",),
+        ("image_search", "answer"),
+        ("text_search", "answer"),
+        ("image_search", "text_search", "answer"),
+    }
+)
+
+
+@dataclass(frozen=True)
+class ParsedTurn:
+    action: ActionKind
+    reasoning: str
+    answer: str | None = None
+    query: str | None = None
+    error: str | None = None
+    """Why the action is ``none`` (or what was wrong with it), for traces and the model's reminder."""
+    well_formed: bool = False
+    """The turn is exactly ``<reason>...</reason>`` followed by one action."""
+
+
+def parse_turn(text: str) -> ParsedTurn:
+    """Parse one model turn. Never raises: an unusable turn has action ``none`` and an ``error``."""
+    body = text.rstrip()
+    well_formed = _WELL_FORMED.fullmatch(text) is not None
+    for kind, open_tag, close_tag in _ACTIONS:
+        if not body.endswith(close_tag):
+            continue
+        end = len(body) - len(close_tag)
+        start = body.rfind(open_tag, 0, end)
+        if start < 0:
+            return ParsedTurn("none", _reasoning(body), error=f"{close_tag} without {open_tag}")
+        content = body[start + len(open_tag) : end].strip()
+        reasoning = _reasoning(body[:start])
+        if kind == "image_search":
+            if content != "<img>":
+                return ParsedTurn("none", reasoning, error="an image search must be <search><img></search>")
+            return ParsedTurn(kind, reasoning, well_formed=well_formed)
+        if not content:
+            what = "answer" if kind == "answer" else "query"
+            return ParsedTurn("none", reasoning, error=f"empty {what}")
+        if kind == "answer":
+            return ParsedTurn(kind, reasoning, answer=content, well_formed=well_formed)
+        return ParsedTurn(kind, reasoning, query=" ".join(content.split()), well_formed=well_formed)
+    return ParsedTurn("none", _reasoning(body), error="the turn does not end with an action")
+
+
+def _reasoning(prefix: str) -> str:
+    start = prefix.find("<reason>")
+    if start < 0:
+        return prefix.strip()
+    end = prefix.rfind("</reason>")
+    body = prefix[start + len("<reason>") : end if end > start else len(prefix)]
+    return body.strip()
+
+
+def restore_stop(text: str, finish_reason: str) -> str:
+    """Re-append the closing tag a backend stripped when it stopped on it.
+
+    Only when generation ended on a stop (not on length) and the last opening action tag, placed
+    after the reasoning, was left unclosed.
+    """
+    if finish_reason != "stop":
+        return text
+    body = text.rstrip()
+    if body.endswith(STOP_STRINGS):
+        return text
+    reason_end = body.rfind("</reason>")
+    after_reason = reason_end + len("</reason>") if reason_end >= 0 else 0
+    best, close = -1, ""
+    for _, open_tag, close_tag in _ACTIONS:
+        pos = body.rfind(open_tag)
+        if pos >= after_reason and pos > best:
+            best, close = pos, close_tag
+    if best < 0 or close in body[best:]:
+        return text
+    return body + close
+
+
+@dataclass(frozen=True)
+class FormatCheck:
+    valid: bool
+    shape: tuple[ActionKind, ...]
+    reason: str | None = None
+
+
+def check_trajectory(turns: Sequence[str]) -> FormatCheck:
+    """The format reward's test: every turn well formed and the actions in one of the valid shapes."""
+    parsed = [parse_turn(t) for t in turns]
+    shape = tuple(p.action for p in parsed)
+    for i, p in enumerate(parsed):
+        if not p.well_formed:
+            return FormatCheck(False, shape, f"turn {i + 1} is not <reason>...</reason> + one action")
+    if shape not in VALID_SHAPES:
+        return FormatCheck(False, shape, f"actions {' -> '.join(shape) or '(none)'} are not a valid shape")
+    return FormatCheck(True, shape)
+
+
+def is_valid_trajectory(turns: Sequence[str]) -> bool:
+    return check_trajectory(turns).valid

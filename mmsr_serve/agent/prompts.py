@@ -1,0 +1,173 @@
+"""Prompt packs: every text the model reads that is not the user's, kept as data.
+
+A pack holds the first-turn instructions (with and without an image), the wrappers that render
+search results into the next user turn, and the short messages the loop sends when something went
+wrong. Templates use ``{name}`` placeholders; only the names a template is rendered with are
+replaced, so other braces in a pack are left alone.
+
+The project ships its own pack (``packs/default.json``). A checkpoint trained elsewhere expects
+its authors' prompts: :func:`load_pack` reads a pack file (JSON or YAML) and
+:func:`import_release_prompts` turns the official release's three pickled prompt strings into a pack.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import pickle
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mmsr_serve.errors import ConfigError
+
+IMAGE_MARKER = "<image>"
+_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+
+# The placeholders each template may use; a pack using others is rejected at load time.
+_FIELDS: dict[str, frozenset[str]] = {
+    "first_turn": frozenset({"question", "max_image_searches", "max_text_searches"}),
+    "first_turn_text_only": frozenset({"question", "max_image_searches", "max_text_searches"}),
+    "results_message": frozenset({"results", "question", "follow_up"}),
+    "after_image_search": frozenset({"question"}),
+    "after_text_search": frozenset({"question"}),
+    "image_result": frozenset({"index", "title", "url"}),
+    "text_result": frozenset({"index", "title", "url", "text"}),
+    "no_results": frozenset({"kind"}),
+    "search_failed": frozenset({"kind", "error"}),
+    "search_refused": frozenset({"kind"}),
+    "format_reminder": frozenset(),
+}
+
+
+@dataclass(frozen=True)
+class PromptPack:
+    name: str
+    first_turn: str
+    first_turn_text_only: str
+    results_message: str
+    after_image_search: str
+    after_text_search: str
+    image_result: str
+    text_result: str
+    no_results: str
+    search_failed: str
+    search_refused: str
+    format_reminder: str
+    system: str | None = None
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        if IMAGE_MARKER not in self.first_turn:
+            raise ConfigError(f"prompt pack {self.name!r}: first_turn must contain the {IMAGE_MARKER} marker")
+
+    def check_placeholders(self) -> PromptPack:
+        """Reject ``{name}`` placeholders a template is never rendered with (typos in a pack file)."""
+        for field_name, allowed in _FIELDS.items():
+            unknown = set(_PLACEHOLDER.findall(getattr(self, field_name))) - allowed
+            if unknown:
+                raise ConfigError(f"prompt pack {self.name!r}: {field_name} uses unknown {sorted(unknown)}")
+        return self
+
+    def render(self, template: str, **values: object) -> str:
+        """Fill ``{name}`` placeholders of the named template with ``values``."""
+        text: str = getattr(self, template)
+        return _PLACEHOLDER.sub(lambda m: str(values[m[1]]) if m[1] in values else m[0], text)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PromptPack:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ConfigError(f"prompt pack has unknown keys: {sorted(unknown)}")
+        missing = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING} - set(data)
+        if missing:
+            raise ConfigError(f"prompt pack is missing keys: {sorted(missing)}")
+        return cls(**data)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return path
+
+
+@cache
+def default_pack() -> PromptPack:
+    """The project's own pack, written for this protocol."""
+    text = resources.files("mmsr_serve.agent").joinpath("packs/default.json").read_text("utf-8")
+    return PromptPack.from_dict(json.loads(text)).check_placeholders()
+
+
+def load_pack(path: str | Path) -> PromptPack:
+    """Load a pack from a JSON or YAML file. Keys missing from the file are taken from the default."""
+    path = Path(path)
+    try:
+        raw = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(raw) if path.suffix in (".yaml", ".yml") else json.loads(raw)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read prompt pack {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"prompt pack {path} must hold a mapping")
+    return PromptPack.from_dict({**default_pack().to_dict(), "name": path.stem, **data}).check_placeholders()
+
+
+class _StringsOnly(pickle.Unpickler):
+    """Unpickle plain data only: the release's files are strings, and pickle can run code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise ConfigError(f"refusing to unpickle {module}.{name}: prompt files must hold a string")
+
+
+def _unpickle_string(source: str | Path | bytes) -> str:
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    try:
+        value = _StringsOnly(io.BytesIO(data)).load()
+    except ConfigError:
+        raise
+    except Exception as exc:  # pickle raises many unrelated types on bad input
+        raise ConfigError(f"cannot unpickle prompt file: {exc}") from exc
+    if not isinstance(value, str):
+        raise ConfigError(f"prompt file holds {type(value).__name__}, expected str")
+    return value
+
+
+def import_release_prompts(
+    round1: str | Path | bytes,
+    after_image_search: str | Path | bytes,
+    after_text_search: str | Path | bytes,
+    *,
+    name: str = "mmsearch-r1-release",
+) -> PromptPack:
+    """Build a pack from the official release's pickled prompts (paths or raw pickle bytes).
+
+    The round-1 prompt holds an ``<image>`` marker; the question follows it (appended when the
+    text has no ``{question}`` placeholder). Text-only requests reuse it with the marker removed.
+    The release's texts are taken verbatim (braces in them are left alone, not checked as
+    placeholders). The after-search prompts become the follow-up instructions; result wrappers come from the
+    default pack, which renders results in the protocol's layout (``<information>`` block, the
+    question again, then the instructions).
+    """
+    first = _unpickle_string(round1)
+    if IMAGE_MARKER not in first:
+        raise ConfigError("the round-1 prompt has no <image> marker")
+    if "{question}" not in first:
+        first += "{question}" if first[-1:].isspace() else "\n{question}"
+    return PromptPack.from_dict(
+        {
+            **default_pack().to_dict(),
+            "name": name,
+            "first_turn": first,
+            "first_turn_text_only": re.sub(r"[ \t]*<image>[ \t]*\n?", "", first),
+            "after_image_search": _unpickle_string(after_image_search),
+            "after_text_search": _unpickle_string(after_text_search),
+        }
+    )

@@ -1,0 +1,134 @@
+"""Images as the agent sees them: decoded once, bounded in size, hashed by content.
+
+A user's image may arrive as a path, raw bytes, a PIL image, a ``data:`` URL or an http(s) URL.
+:func:`load_image` turns any of these into an :class:`InputImage`; http(s) URLs go through the safe
+fetcher (no private addresses, byte and time limits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import io
+import math
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Union
+
+from PIL import Image, UnidentifiedImageError
+
+from mmsr_serve.errors import ImageError
+
+ImageSource = Union[str, bytes, os.PathLike[str], Image.Image, "InputImage"]
+Fetch = Callable[[str], Awaitable[bytes]]
+
+DEFAULT_MAX_PIXELS = 672 * 672
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+# Refuse decompression bombs well before PIL's own (warning-only) threshold.
+_MAX_DECODED_PIXELS = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, eq=False)
+class InputImage:
+    """A decoded, size-bounded RGB image plus what providers need to search for it."""
+
+    image: Image.Image
+    data: bytes = field(repr=False)
+    sha256: str
+    url: str | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.size
+
+
+def encode_image(image: Image.Image, fmt: str = "PNG", quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **({"quality": quality} if fmt.upper() == "JPEG" else {}))
+    return buf.getvalue()
+
+
+def to_data_url(image: Image.Image, fmt: str = "PNG") -> str:
+    mime = "image/jpeg" if fmt.upper() in ("JPEG", "JPG") else f"image/{fmt.lower()}"
+    return f"data:{mime};base64,{base64.b64encode(encode_image(image, fmt)).decode()}"
+
+
+def fit_pixels(image: Image.Image, max_pixels: int) -> Image.Image:
+    """Downscale (keeping the aspect ratio) so that width * height <= max_pixels."""
+    w, h = image.size
+    if w * h <= max_pixels:
+        return image
+    scale = math.sqrt(max_pixels / (w * h))
+    size = (max(1, int(w * scale)), max(1, int(h * scale)))
+    return image.resize(size, Image.Resampling.BICUBIC)
+
+
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, url: str | None = None) -> InputImage:
+    """Decode encoded image bytes; raises :class:`ImageError` on anything PIL cannot read."""
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            w, h = probe.size
+            if w * h > _MAX_DECODED_PIXELS:
+                raise ImageError(f"image is {w}x{h} pixels, more than the {_MAX_DECODED_PIXELS} allowed")
+            probe.load()
+            image = probe.convert("RGB")
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"cannot decode image: {exc}") from exc
+    return InputImage(
+        image=fit_pixels(image, max_pixels), data=data, sha256=hashlib.sha256(data).hexdigest(), url=url
+    )
+
+
+def _read_file(path: Path, max_bytes: int) -> bytes:
+    if not path.is_file():
+        raise ImageError(f"image file not found: {path}")
+    if path.stat().st_size > max_bytes:
+        raise ImageError(f"image file is larger than {max_bytes} bytes")
+    return path.read_bytes()
+
+
+def parse_data_url(url: str) -> bytes:
+    header, sep, payload = url.partition(",")
+    if not sep or not header.startswith("data:image/") or ";base64" not in header:
+        raise ImageError("image data URLs must look like data:image/<type>;base64,<data>")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ImageError(f"invalid base64 in image data URL: {exc}") from exc
+
+
+async def load_image(
+    source: ImageSource,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    fetch: Fetch | None = None,
+) -> InputImage:
+    """Load an image from a path, bytes, PIL image, data URL or http(s) URL."""
+    if isinstance(source, InputImage):
+        return source
+    if isinstance(source, Image.Image):
+        data = encode_image(source.convert("RGB"))
+        return decode_image(data, max_pixels=max_pixels)
+    url: str | None = None
+    if isinstance(source, bytes):
+        data = source
+    elif isinstance(source, str) and source.startswith("data:"):
+        data = parse_data_url(source)
+    elif isinstance(source, str) and source.startswith(("http://", "https://")):
+        if fetch is None:
+            from mmsr_serve.search.fetch import SafeFetcher
+
+            fetch = SafeFetcher().fetch_image
+        data, url = await fetch(source), source
+    else:
+        data = await asyncio.to_thread(_read_file, Path(os.fspath(source)), max_bytes)
+    if len(data) > max_bytes:
+        raise ImageError(f"image is {len(data)} bytes, more than the {max_bytes} allowed")
+    return decode_image(data, max_pixels=max_pixels, url=url)

@@ -1,0 +1,65 @@
+"""Search tool interfaces and result types.
+
+Two tools, as in the protocol: image search (the user's image -> pages whose images match, each a
+title, a url and a thumbnail) and text search (a query -> pages, each a title, a url and a text
+summary). A provider raises :class:`~mmsr_serve.errors.SearchError` for anything that went wrong;
+the agent loop turns that into a tool result the model reads.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from PIL import Image
+
+from mmsr_serve.images import InputImage
+
+
+@dataclass(frozen=True)
+class ImageHit:
+    title: str
+    url: str
+    thumbnail: bytes | None = field(default=None, repr=False)  # encoded JPEG/PNG
+    score: float | None = None
+
+    def thumbnail_image(self) -> Image.Image | None:
+        if self.thumbnail is None:
+            return None
+        with Image.open(io.BytesIO(self.thumbnail)) as img:
+            return img.convert("RGB")
+
+
+@dataclass(frozen=True)
+class TextHit:
+    title: str
+    url: str
+    text: str
+    score: float | None = None
+
+
+Hit = ImageHit | TextHit
+
+
+@dataclass(frozen=True)
+class SearchResults:
+    """What a tool returns: the hits plus how they were obtained."""
+
+    hits: list[Hit]
+    provider: str
+    cached: bool = False
+
+
+@runtime_checkable
+class ImageSearchTool(Protocol):
+    name: str
+
+    async def search_image(self, image: InputImage, k: int) -> SearchResults: ...
+
+
+@runtime_checkable
+class TextSearchTool(Protocol):
+    name: str
+
+    async def search_text(self, query: str, k: int) -> SearchResults: ...
