@@ -13,7 +13,7 @@ from typing import Any
 from mmsr_serve.agent import render
 from mmsr_serve.agent.events import AgentResult, Event, Finished
 from mmsr_serve.agent.limits import Limits
-from mmsr_serve.agent.loop import Sampling, Tools, agent_loop
+from mmsr_serve.agent.loop import Sampling, SearchMode, Tools, agent_loop, plain_chat
 from mmsr_serve.agent.prompts import PromptPack, default_pack
 from mmsr_serve.backends.base import Message, ModelBackend
 from mmsr_serve.errors import InvalidInputError
@@ -58,9 +58,10 @@ class SearchAgent:
         *,
         limits: Limits | None = None,
         sampling: Sampling | None = None,
+        mode: SearchMode = "auto",
     ) -> AgentResult:
         """Run the search loop to the end and return its result."""
-        async for event in self.stream(question, image, history, limits=limits, sampling=sampling):
+        async for event in self.stream(question, image, history, limits=limits, sampling=sampling, mode=mode):
             if isinstance(event, Finished):
                 return event.result
         raise RuntimeError("the agent loop ended without a Finished event")
@@ -73,18 +74,31 @@ class SearchAgent:
         *,
         limits: Limits | None = None,
         sampling: Sampling | None = None,
+        mode: SearchMode = "auto",
     ) -> AsyncIterator[Event]:
-        """Run the search loop, yielding its events as they happen (the last one is ``Finished``)."""
+        """Run the search loop, yielding its events as they happen (the last one is ``Finished``).
+
+        ``mode``: ``auto`` (the model decides), ``always`` (the RAG workflow baseline: image search
+        first, then one model-written web search, then the answer), ``off`` (one plain turn on the
+        question and image, without the protocol prompt: the no-search baseline).
+        """
         if not question.strip():
             raise InvalidInputError("the question is empty", param="question")
         limits = limits or self.limits
         loaded = None
         if image is not None:
             loaded = await load_image(image, max_pixels=limits.max_image_pixels, fetch=self._fetch)
-        messages = [Message.of("system", self.pack.system)] if self.pack.system else []
-        messages += [_history_message(item, i) for i, item in enumerate(history or ())]
+        sampling = sampling or Sampling()
+        messages = [_history_message(item, i) for i, item in enumerate(history or ())]
+        if mode == "off":
+            messages.append(Message.of("user", *([loaded.image] if loaded else []), question))
+            async for event in plain_chat(self.backend, messages, limits=limits, sampling=sampling):
+                yield event
+            return
+        if self.pack.system:
+            messages.insert(0, Message.of("system", self.pack.system))
         messages.append(render.first_turn(self.pack, question, loaded, limits))
-        async for event in agent_loop(
+        events = agent_loop(
             self.backend,
             messages,
             question=question,
@@ -92,8 +106,10 @@ class SearchAgent:
             tools=self.tools,
             limits=limits,
             pack=self.pack,
-            sampling=sampling or Sampling(),
-        ):
+            sampling=sampling,
+            mode=mode,
+        )
+        async for event in events:
             yield event
 
 

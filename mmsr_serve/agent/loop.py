@@ -11,6 +11,11 @@ One async generator used by the server, the SDK and the trainer alike. Its polic
   gets a corrective user turn from the pack while turns remain (``Limits.recover``, serving);
   without ``recover`` (training, as in the paper) it ends the run (``invalid``).
 - Errors of the backend or of our own code propagate: they are not the model's doing.
+
+Search modes: ``auto`` is the protocol above (the model decides). ``always`` is the paper's RAG
+workflow baseline: the loop runs the image search itself before the first turn (when there is an
+image), and an answer given before one web search gets the pack's ``text_search_required`` turn
+while turns remain. ``off`` (:func:`plain_chat`) is one plain turn without the protocol.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Literal
 
 from mmsr_serve.agent import render
 from mmsr_serve.agent.events import (
@@ -58,6 +64,9 @@ class Sampling:
     seed: int | None = None
 
 
+SearchMode = Literal["auto", "always", "off"]
+
+
 @dataclass(frozen=True)
 class _Finish:
     reason: AgentFinishReason
@@ -82,9 +91,12 @@ def decide(
     turns_left: int,
     limits: Limits,
     pack: PromptPack,
+    text_search_required: bool = False,
 ) -> _Finish | _Search | _Correct:
     """What follows a model turn. Pure; ``allowed`` says which searches are still available."""
     if parsed.action == "answer":
+        if text_search_required and allowed["text"] and turns_left:
+            return _Correct(pack.render("text_search_required"))
         return _Finish("stop", parsed.answer)
     if finish_reason == "length":
         return _Finish("length")
@@ -112,12 +124,19 @@ async def agent_loop(
     limits: Limits,
     pack: PromptPack,
     sampling: Sampling = Sampling(),
+    mode: Literal["auto", "always"] = "auto",
 ) -> AsyncIterator[Event]:
     """Run the conversation that ``messages`` starts (history + the rendered first turn)."""
     turns: list[TurnRecord] = []
     searches: list[SearchRecord] = []
     usage, first_prompt, spent, pending = Usage(), 0, 0, 0
     finish = _Finish("max_turns")
+    if mode == "always" and tools.image is not None and image is not None and limits.max_image_searches:
+        yield SearchStarted(0, "image", None)
+        searches.append(await _run_search(_Search("image", None), 0, image, tools, limits))
+        yield SearchFinished(searches[-1])
+        messages.append(render.results_turn(pack, searches[-1], question))
+        pending = _estimate_tokens(messages[-1])
     for turn in range(1, limits.max_turns + 1):
         budget = limits.max_total_tokens - spent - pending
         if budget <= 0:
@@ -133,14 +152,10 @@ async def agent_loop(
             seed=sampling.seed,
             stop=STOP_STRINGS,
         )
-        started, completion = time.perf_counter(), None
-        async for item in backend.stream(request):
-            if isinstance(item, Delta):
-                yield TextDelta(turn, item.text)
-            else:
-                completion = item
-        if completion is None:
-            raise BackendError(f"{type(backend).__name__} ended a turn without a completion")
+        started, out = time.perf_counter(), list[Completion]()
+        async for delta in _stream_turn(backend, request, turn, out):
+            yield delta
+        completion = out[0]
         # parse
         text = restore_stop(completion.text, completion.finish_reason)
         turn_usage = Usage(completion.prompt_tokens or 0, completion.completion_tokens or 0)
@@ -161,7 +176,16 @@ async def agent_loop(
             and done["image"] < limits.max_image_searches,
             "text": tools.text is not None and done["text"] < limits.max_text_searches,
         }
-        step = decide(record.parsed, completion.finish_reason, allowed, limits.max_turns - turn, limits, pack)
+        no_text_yet = mode == "always" and done["text"] == 0
+        step = decide(
+            record.parsed,
+            completion.finish_reason,
+            allowed,
+            limits.max_turns - turn,
+            limits,
+            pack,
+            no_text_yet,
+        )
         if isinstance(step, _Finish):
             finish = step
             break
@@ -176,6 +200,48 @@ async def agent_loop(
         pending = _estimate_tokens(messages[-1])
     result = AgentResult(finish.answer, finish.reason, turns, searches, usage, messages)
     yield Finished(result)
+
+
+async def plain_chat(
+    backend: ModelBackend, messages: list[Message], *, limits: Limits, sampling: Sampling = Sampling()
+) -> AsyncIterator[Event]:
+    """The ``off`` search mode: one model turn on the messages as given, no protocol, no stop strings.
+
+    The whole reply is the answer; the finish reason is the backend's.
+    """
+    yield TurnStarted(1)
+    request = GenerateRequest(
+        messages=list(messages),
+        max_tokens=limits.max_new_tokens,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        seed=sampling.seed,
+    )
+    started, out = time.perf_counter(), list[Completion]()
+    async for delta in _stream_turn(backend, request, 1, out):
+        yield delta
+    completion = out[0]
+    usage = Usage(completion.prompt_tokens or 0, completion.completion_tokens or 0)
+    parsed = ParsedTurn("answer", "", answer=completion.text.strip())
+    record = TurnRecord(
+        1, completion.text, parsed, completion.finish_reason, usage, time.perf_counter() - started
+    )
+    yield TurnFinished(record)
+    messages.append(Message.of("assistant", completion.text))
+    yield Finished(AgentResult(parsed.answer, completion.finish_reason, [record], [], usage, messages))
+
+
+async def _stream_turn(
+    backend: ModelBackend, request: GenerateRequest, turn: int, out: list[Completion]
+) -> AsyncIterator[TextDelta]:
+    """Stream one model turn as deltas; its Completion is appended to ``out``."""
+    async for item in backend.stream(request):
+        if isinstance(item, Delta):
+            yield TextDelta(turn, item.text)
+        else:
+            out.append(item)
+    if not out:
+        raise BackendError(f"{type(backend).__name__} ended a turn without a completion")
 
 
 def _spent(completion: Completion, first_prompt: int, spent: int, text: str) -> int:

@@ -43,6 +43,7 @@ _FIELDS: dict[str, frozenset[str]] = {
     "search_failed": frozenset({"kind", "error"}),
     "search_refused": frozenset({"kind"}),
     "format_reminder": frozenset(),
+    "text_search_required": frozenset(),
 }
 
 
@@ -60,6 +61,8 @@ class PromptPack:
     search_failed: str
     search_refused: str
     format_reminder: str
+    text_search_required: str
+    """Sent in the ``always`` search mode when the model answers before its one web search."""
     system: str | None = None
     version: int = 1
 

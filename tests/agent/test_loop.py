@@ -299,3 +299,43 @@ async def test_sampling_and_limit_overrides_reach_the_backend() -> None:
     )
     request = backend.requests[0]
     assert (request.max_tokens, request.temperature, request.top_p, request.seed) == (77, 0.7, 0.9, 3)
+
+
+async def test_mode_off_is_one_plain_turn_without_the_protocol() -> None:
+    backend = ScriptedBackend(["It is the Eiffel Tower, built in 1889."])
+    images = FakeImageSearch(image_hits())
+    result = await SearchAgent(backend, image_search=images).run("What is it?", photo(), mode="off")
+    assert (result.answer, result.finish_reason) == ("It is the Eiffel Tower, built in 1889.", "stop")
+    request = backend.requests[0]
+    assert request.stop == ()
+    (message,) = request.messages
+    assert message.text == "What is it?" and len(message.images) == 1
+    assert "<reason>" not in message.text
+    assert result.search_calls == {"image": 0, "text": 0} and images.calls == []
+
+
+async def test_mode_always_searches_the_image_then_requires_a_web_search() -> None:
+    images, texts = FakeImageSearch(image_hits()), FakeTextSearch(text_hits())
+    backend = ScriptedBackend(
+        [
+            f"{R}<answer>too early</answer>",
+            f"{R}<text_search>page 0</text_search>",
+            f"{R}<answer>Fact 0</answer>",
+        ]
+    )
+    agent = SearchAgent(backend, image_search=images, text_search=texts)
+    result = await agent.run("What is it?", photo(), mode="always")
+    assert (result.answer, result.finish_reason) == ("Fact 0", "stop")
+    assert result.search_calls == {"image": 1, "text": 1}
+    assert result.searches[0].turn == 0  # run by the loop before the first model turn
+    first_request = backend.requests[0].messages
+    assert [m.role for m in first_request] == ["user", "user"]
+    assert len(first_request[1].images) == 2  # the thumbnails
+    assert "search the web once" in backend.requests[1].messages[-1].text
+
+
+async def test_mode_always_accepts_an_answer_when_no_turn_is_left() -> None:
+    backend = ScriptedBackend([f"{R}<answer>a</answer>"])
+    agent = SearchAgent(backend, image_search=FakeImageSearch(image_hits()), text_search=FakeTextSearch())
+    result = await agent.run("Q?", photo(), mode="always", limits=Limits(max_turns=1))
+    assert (result.answer, result.search_calls) == ("a", {"image": 1, "text": 0})
