@@ -1,5 +1,7 @@
 """The ``mmsr`` command.
 
+    mmsr serve                      the OpenAI-compatible server (docs/server.md)
+    mmsr chat "question" --image P  ask a running server, showing searches as they happen
     mmsr index build CORPUS_DIR     build the local search index of a corpus folder
     mmsr train tiny-model OUT       write a tiny random Qwen2.5-VL checkpoint (tests, smoke runs)
 
@@ -13,11 +15,14 @@ from typing import Annotated
 
 import typer
 
+from mmsr_serve.api.cli import chat, serve
 from mmsr_serve.errors import MMSRError
 
 app = typer.Typer(help="Serve and train vision-language models that search on demand.", no_args_is_help=True)
 index_app = typer.Typer(help="The embedded local search index.", no_args_is_help=True)
 train_app = typer.Typer(help="Training helpers.", no_args_is_help=True)
+app.command("serve")(serve)
+app.command("chat")(chat)
 app.add_typer(index_app, name="index")
 app.add_typer(train_app, name="train")
 
@@ -53,3 +58,7 @@ def train_tiny_model(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

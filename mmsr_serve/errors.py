@@ -9,7 +9,8 @@ are translated into these at the module that calls the third party, never deeper
     ├── BackendError             the model backend failed (maps to HTTP 502)
     │   └── BackendTimeout       ... by not answering in time (maps to HTTP 504)
     ├── SearchError              a search tool failed; the agent loop turns it into a tool result
-    │   └── CacheMissError       replay-only cache and the call was never recorded
+    │   ├── CacheMissError       replay-only cache and the call was never recorded
+    │   └── FetchError           a URL refused or not fetched (defined in mmsr_serve.search.fetch)
     └── ConfigError              bad configuration (prompt pack, corpus, limits)
 """
 

@@ -125,7 +125,7 @@ async def load_image(
         if fetch is None:
             from mmsr_serve.search.fetch import SafeFetcher
 
-            fetch = SafeFetcher().fetch_image
+            fetch = SafeFetcher(max_bytes=max_bytes).fetch_image
         data, url = await fetch(source), source
     else:
         data = await asyncio.to_thread(_read_file, Path(os.fspath(source)), max_bytes)

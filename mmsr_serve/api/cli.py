@@ -1,0 +1,190 @@
+"""``mmsr serve`` (run the server) and ``mmsr chat`` (talk to a running one from a terminal).
+
+Both are plain typer command functions; ``mmsr_serve.cli`` registers them. Every ``serve`` flag
+defaults to "unset", so the config file and ``MMSR_*`` variables fill what the command line leaves
+out (see :mod:`mmsr_serve.api.settings`). ``python -m mmsr_serve.api.cli serve ...`` works too.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+
+from mmsr_serve.errors import MMSRError
+
+Opt = typer.Option
+
+
+def serve(
+    config: Annotated[Path | None, Opt(help="YAML or JSON config file (env MMSR_CONFIG).")] = None,
+    backend: Annotated[
+        str | None, Opt(help="openai (any OpenAI-compatible server) or hf (in-process).")
+    ] = None,
+    backend_url: Annotated[
+        list[str] | None, Opt(help="Model server base URL; repeat for several replicas.")
+    ] = None,
+    backend_api_key: Annotated[str | None, Opt(help="API key sent to the model server.")] = None,
+    model: Annotated[str | None, Opt(help="Served model name (openai) or checkpoint folder (hf).")] = None,
+    served_model_name: Annotated[str | None, Opt(help="Model id clients use (default: --model).")] = None,
+    device: Annotated[str | None, Opt(help="hf backend: cpu, cuda, cuda:N or auto.")] = None,
+    index: Annotated[Path | None, Opt(help="Local search corpus folder (docs.jsonl + images).")] = None,
+    search_cache: Annotated[Path | None, Opt(help="SQLite file caching every search.")] = None,
+    search_cache_mode: Annotated[str | None, Opt(help="readwrite, replay or refresh.")] = None,
+    prompt_pack: Annotated[Path | None, Opt(help="Prompt pack file (JSON or YAML).")] = None,
+    host: Annotated[str | None, Opt(help="Bind address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, Opt(help="Port (default 8080).")] = None,
+    api_key: Annotated[list[str] | None, Opt(help="Accepted client API key; repeatable.")] = None,
+    max_turns: Annotated[int | None, Opt(help="Model turns per run (default 3).")] = None,
+    max_image_searches: Annotated[int | None, Opt(help="Image searches per run (default 1).")] = None,
+    max_text_searches: Annotated[int | None, Opt(help="Text searches per run (default 2).")] = None,
+    top_k: Annotated[int | None, Opt(help="Results per search (default 5).")] = None,
+    max_tokens: Annotated[int | None, Opt(help="Tokens per model turn (default 2048).")] = None,
+    max_images: Annotated[int | None, Opt(help="Images per request (default 4).")] = None,
+    max_image_bytes: Annotated[int | None, Opt(help="Bytes per image (default 20 MiB).")] = None,
+    max_image_pixels: Annotated[int | None, Opt(help="Pixels per image, larger ones are downscaled.")] = None,
+    allow_image_urls: Annotated[bool | None, Opt(help="Fetch http(s) image URLs (default yes).")] = None,
+    max_body_bytes: Annotated[int | None, Opt(help="Request body limit (default 32 MiB).")] = None,
+    max_n: Annotated[int | None, Opt(help="Largest n a request may ask for (default 4).")] = None,
+    max_concurrent_requests: Annotated[int | None, Opt(help="Beyond this, 429 (default 64).")] = None,
+    request_timeout: Annotated[float | None, Opt(help="Seconds per request (default 600).")] = None,
+    log_level: Annotated[str | None, Opt(help="critical, error, warning, info or debug.")] = None,
+) -> None:
+    """Serve the search loop behind an OpenAI-compatible /v1/chat/completions."""
+    overrides: dict[str, Any] = dict(locals())
+    overrides.pop("config")
+    import uvicorn
+
+    from mmsr_serve.api.app import create_app
+    from mmsr_serve.api.settings import Settings
+
+    overrides["backend_urls"] = overrides.pop("backend_url")
+    overrides["api_keys"] = overrides.pop("api_key")
+    overrides["request_timeout_s"] = overrides.pop("request_timeout")
+    try:
+        settings = Settings.load(config, **overrides)
+        app = create_app(settings)
+    except MMSRError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+def chat(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    image: Annotated[Path | None, Opt(help="An image file to ask about.")] = None,
+    url: Annotated[str, Opt(envvar="MMSR_URL", help="The server's base URL.")] = "http://127.0.0.1:8080/v1",
+    api_key: Annotated[str, Opt(envvar="MMSR_API_KEY", help="API key of the server.")] = "EMPTY",
+    model: Annotated[str | None, Opt(help="Model id (default: the server's first).")] = None,
+    search_mode: Annotated[str, Opt(help="auto, always or off.")] = "auto",
+    timeout: Annotated[float, Opt(help="Seconds to wait for the answer.")] = 600.0,
+) -> None:
+    """Ask a running `mmsr serve`; shows the reasoning, the searches and the answer as they happen."""
+    import openai
+
+    client = openai.OpenAI(base_url=url, api_key=api_key, timeout=timeout, max_retries=1)
+    content: list[dict[str, Any]] = [{"type": "text", "text": question}]
+    if image is not None:
+        content.append({"type": "image_url", "image_url": {"url": image_data_url(image)}})
+    try:
+        model = model or client.models.list().data[0].id
+        messages: Any = [{"role": "user", "content": content}]
+        stream = client.chat.completions.create(
+            model=model,
+            messages=messages,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"search_mode": search_mode},
+        )
+        ChatPrinter().print_stream(stream)
+    except openai.APIError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
+
+
+def image_data_url(path: Path) -> str:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            fmt = (img.format or "PNG").upper()
+            if fmt not in ("PNG", "JPEG", "WEBP", "GIF"):
+                buf = io.BytesIO()
+                img.convert("RGB").save(buf, format="PNG")
+                fmt, data = "PNG", buf.getvalue()
+            else:
+                data = path.read_bytes()
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read image {path}: {exc}") from exc
+    return f"data:image/{fmt.lower()};base64,{base64.b64encode(data).decode()}"
+
+
+class ChatPrinter:
+    """Prints a chat completion stream for a person: reasoning dimmed, searches, then the answer."""
+
+    def __init__(self) -> None:
+        self._section: Literal["", "reasoning", "answer"] = ""
+
+    def print_stream(self, stream: Any) -> None:
+        for chunk in stream:
+            if not chunk.choices:
+                if chunk.usage is not None:
+                    self._end()
+                    calls = (chunk.usage.model_extra or {}).get("search_calls", {})
+                    typer.secho(f"[{chunk.usage.total_tokens} tokens, searches: {calls}]", dim=True)
+                continue
+            choice = chunk.choices[0]
+            delta, extra = choice.delta, choice.delta.model_extra or {}
+            if extra.get("reasoning_content"):
+                self._start("reasoning", "reasoning: ")
+                typer.secho(extra["reasoning_content"], dim=True, nl=False)
+            if extra.get("search"):
+                self._end()
+                typer.secho(describe_search(extra["search"]), fg="cyan")
+            if delta.content:
+                self._start("answer", "answer: ")
+                typer.secho(delta.content, bold=True, nl=False)
+            if choice.finish_reason is not None:
+                self._end()
+                if choice.finish_reason != "stop":
+                    typer.secho(f"[finished without an answer: {choice.finish_reason}]", fg="yellow")
+        self._end()
+
+    def _start(self, section: Literal["reasoning", "answer"], label: str) -> None:
+        if self._section != section:
+            self._end()
+            typer.secho(label, dim=section == "reasoning", nl=False)
+            self._section = section
+
+    def _end(self) -> None:
+        if self._section:
+            typer.echo("")
+            self._section = ""
+
+
+def describe_search(search: dict[str, Any]) -> str:
+    what = "image search" if search.get("kind") == "image" else f"web search: {search.get('query')}"
+    if search.get("status") == "started":
+        return f"[{what} ...]"
+    if search.get("error"):
+        return f"[{what} failed: {search['error']}]"
+    results = search.get("results") or []
+    cached = ", cached" if search.get("cached") else ""
+    lines = [
+        f"[{what}: {len(results)} results ({search.get('provider')}, {search.get('latency_ms')} ms{cached})]"
+    ]
+    lines += [f"  - {r['title']} <{r['url']}>" for r in results]
+    return "\n".join(lines)
+
+
+def main() -> None:  # python -m mmsr_serve.api.cli serve|chat ...
+    app = typer.Typer(no_args_is_help=True, add_completion=False)
+    app.command("serve")(serve)
+    app.command("chat")(chat)
+    app(prog_name="mmsr")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""From an OpenAI request to the agent's inputs: checks, the conversation, limits and sampling.
+
+How a chat maps onto the protocol:
+
+- The last message must be the user's; its text is the question.
+- The search image is the latest image in the conversation (usually the last message's). It is
+  moved out of the history into the protocol's first turn, so it is not sent twice.
+- Earlier messages (system, developer, user, assistant) become the history, keeping their other
+  images. Tool and function messages, and assistant tool calls, are refused.
+- At most ``Settings.max_images`` images in a request, each decoded, bounded in bytes and pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mmsr_serve.agent.limits import Limits
+from mmsr_serve.agent.loop import Sampling
+from mmsr_serve.api.schemas import ChatCompletionRequest, RequestMessage
+from mmsr_serve.api.settings import Settings
+from mmsr_serve.backends.base import ImagePart, Message, Part, TextPart
+from mmsr_serve.errors import ImageError, InvalidInputError, MMSRError
+from mmsr_serve.images import Fetch, InputImage, load_image
+
+
+@dataclass(frozen=True)
+class Conversation:
+    question: str
+    image: InputImage | None
+    history: list[Message]
+
+
+def _refuse(param: str, why: str = "is not supported by this server") -> InvalidInputError:
+    return InvalidInputError(f"{param} {why}", param=param)
+
+
+def check_supported(req: ChatCompletionRequest, settings: Settings) -> None:
+    """Refuse (400, naming the field) what this server cannot honour, instead of ignoring it."""
+    unsupported = {
+        "audio": req.audio is not None,
+        "modalities": bool(req.modalities) and set(req.modalities or ()) != {"text"},
+        "functions": bool(req.functions),
+        "function_call": req.function_call not in (None, "none"),
+        "tools": bool(req.tools),
+        "tool_choice": req.tool_choice not in (None, "none", "auto"),
+        "logit_bias": bool(req.logit_bias),
+        "logprobs": bool(req.logprobs),
+        "top_logprobs": bool(req.top_logprobs),
+        "frequency_penalty": bool(req.frequency_penalty),
+        "presence_penalty": bool(req.presence_penalty),
+        "prediction": req.prediction is not None,
+        "response_format": req.response_format is not None and req.response_format.get("type") != "text",
+        "reasoning_effort": req.reasoning_effort is not None,
+        "verbosity": req.verbosity is not None,
+        "web_search_options": req.web_search_options is not None,
+    }
+    for name, refused in unsupported.items():
+        if refused:
+            raise _refuse(name)
+    if req.stream_options is not None and not req.stream:
+        raise _refuse("stream_options", "is only allowed when stream is true")
+    if (req.n or 1) > settings.max_n:
+        raise _refuse("n", f"must be at most {settings.max_n} on this server")
+    if isinstance(req.stop, list) and len(req.stop) > 4:
+        raise _refuse("stop", "may hold at most 4 sequences")
+
+
+def limits_for(req: ChatCompletionRequest, settings: Settings) -> Limits:
+    """The server's limits, lowered by the request's extras; asking for more than the server's is a 400."""
+    base = settings.limits()
+    asked = {
+        "max_turns": ("max_turns", req.max_turns),
+        "max_image_searches": ("max_image_searches", req.max_image_searches),
+        "max_text_searches": ("max_text_searches", req.max_text_searches),
+        "top_k": ("search_top_k", req.search_top_k),
+        "max_new_tokens": (
+            "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens",
+            req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens,
+        ),
+    }
+    overrides: dict[str, object] = {}
+    for field, (param, value) in asked.items():
+        if value is None:
+            continue
+        ceiling = getattr(base, field)
+        if value > ceiling:
+            raise _refuse(param, f"must be at most {ceiling} on this server")
+        overrides[field] = value
+    return base.with_overrides(**overrides)
+
+
+def sampling_for(req: ChatCompletionRequest, index: int) -> Sampling:
+    """Choice ``index`` of ``n``: a given seed is offset by the index so the runs differ."""
+    seed = None if req.seed is None else req.seed + index
+    return Sampling(temperature=req.temperature, top_p=req.top_p, seed=seed)
+
+
+def stop_sequences(req: ChatCompletionRequest) -> list[str]:
+    stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or ())
+    return [s for s in stops if s]
+
+
+async def read_conversation(
+    req: ChatCompletionRequest, settings: Settings, fetch: Fetch | None
+) -> Conversation:
+    last = req.messages[-1]
+    if last.role != "user":
+        raise _refuse("messages", "must end with a user message")
+    parts = [_parts(m, i) for i, m in enumerate(req.messages)]
+    image_refs = [
+        (i, j, url) for i, msg in enumerate(parts) for j, (kind, url) in enumerate(msg) if kind == "image"
+    ]
+    if len(image_refs) > settings.max_images:
+        raise ImageError(
+            f"too many images: {len(image_refs)} (at most {settings.max_images})", param="messages"
+        )
+    loaded = {(i, j): await _load(url, f"messages[{i}].content[{j}].image_url", settings, fetch)
+              for i, j, url in image_refs}  # fmt: skip
+    search_image = (image_refs[-1][0], image_refs[-1][1]) if image_refs else None
+    question = "".join(text for kind, text in parts[-1] if kind == "text").strip()
+    if not question:
+        raise _refuse(f"messages[{len(parts) - 1}].content", "must contain the question as text")
+    history: list[Message] = []
+    for i, msg in enumerate(req.messages[:-1]):
+        content: list[Part] = []
+        for j, (kind, value) in enumerate(parts[i]):
+            if kind == "text":
+                content.append(TextPart(value))
+            elif (i, j) != search_image:
+                content.append(ImagePart(loaded[i, j].image))
+        role = "system" if msg.role in ("system", "developer") else msg.role
+        if content:
+            history.append(Message(role, content))  # type: ignore[arg-type]
+    image = loaded[search_image] if search_image else None
+    return Conversation(question, image, history)
+
+
+def _parts(msg: RequestMessage, index: int) -> list[tuple[str, str]]:
+    """The message's content as ("text", text) and ("image", url) pairs."""
+    where = f"messages[{index}]"
+    if msg.role in ("tool", "function"):
+        raise _refuse(f"{where}.role", f"'{msg.role}' is not supported (this server does not call tools)")
+    if msg.tool_calls:
+        raise _refuse(f"{where}.tool_calls")
+    if msg.content is None:
+        return []
+    if isinstance(msg.content, str):
+        return [("text", msg.content)]
+    out: list[tuple[str, str]] = []
+    for j, part in enumerate(msg.content):
+        if part.type == "text" and part.text is not None:
+            out.append(("text", part.text))
+        elif part.type == "image_url" and part.image_url is not None and msg.role == "user":
+            out.append(("image", part.image_url.url))
+        else:
+            raise _refuse(
+                f"{where}.content[{j}].type", f"'{part.type}' is not supported in a {msg.role} message"
+            )
+    return out
+
+
+async def _load(url: str, param: str, settings: Settings, fetch: Fetch | None) -> InputImage:
+    is_http = url.startswith(("http://", "https://"))
+    if not url.startswith("data:") and not is_http:
+        raise ImageError("image_url must be a data: URL or an http(s) URL", param=param)
+    if is_http and not settings.allow_image_urls:
+        raise ImageError("this server accepts images as data: URLs only", param=param)
+    try:
+        return await load_image(
+            url, max_pixels=settings.max_image_pixels, max_bytes=settings.max_image_bytes, fetch=fetch
+        )
+    except InvalidInputError as exc:
+        raise ImageError(str(exc), param=param) from exc
+    except MMSRError as exc:  # the safe fetcher's refusals and failures are the caller's input
+        raise ImageError(f"cannot fetch the image: {exc}", param=param) from exc

@@ -1,0 +1,147 @@
+"""HTTP errors in OpenAI's envelope, and the one place exceptions are mapped to them.
+
+``{"error": {"message", "type", "param", "code"}}`` with these statuses::
+
+    400 invalid_request_error   InvalidInputError / ImageError, request validation, unsupported fields
+    401 invalid_request_error   Unauthorized (code invalid_api_key)
+    404 invalid_request_error   NotFound (code model_not_found), unknown routes
+    413 invalid_request_error   PayloadTooLarge (code request_too_large)
+    429 rate_limit_error        TooManyRequests, with Retry-After (code rate_limit_exceeded)
+    502 backend_error           BackendError: the model backend failed after its retries
+    503 service_unavailable     Unavailable: the backend or the index is not ready
+    504 timeout_error           BackendTimeout (code backend_timeout), RequestTimeout (request_timeout)
+    500 server_error            anything else (a bug: logged, its details not sent)
+
+The API's own exceptions derive from :class:`APIError` (itself an :class:`~mmsr_serve.errors.MMSRError`)
+and carry their status; the runtime's exceptions are mapped in :func:`status_of`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mmsr_serve.errors import BackendError, BackendTimeout, ImageError, InvalidInputError, MMSRError
+
+logger = logging.getLogger("mmsr.api")
+
+
+class APIError(MMSRError):
+    status = 500
+    type = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.param = param
+        self.headers = headers or {}
+
+
+class Unauthorized(APIError):
+    status, type, code = 401, "invalid_request_error", "invalid_api_key"
+
+
+class NotFound(APIError):
+    status, type, code = 404, "invalid_request_error", "model_not_found"
+
+
+class PayloadTooLarge(APIError):
+    status, type, code = 413, "invalid_request_error", "request_too_large"
+
+
+class TooManyRequests(APIError):
+    status, type, code = 429, "rate_limit_error", "rate_limit_exceeded"
+
+
+class Unavailable(APIError):
+    status, type, code = 503, "service_unavailable", "not_ready"
+
+
+class RequestTimeout(APIError):
+    status, type, code = 504, "timeout_error", "request_timeout"
+
+
+def status_of(exc: BaseException) -> tuple[int, str, str | None]:
+    """(HTTP status, error type, error code) of an exception."""
+    if isinstance(exc, APIError):
+        return exc.status, exc.type, exc.code
+    if isinstance(exc, InvalidInputError):
+        return 400, "invalid_request_error", "invalid_image" if isinstance(exc, ImageError) else None
+    if isinstance(exc, BackendTimeout):
+        return 504, "timeout_error", "backend_timeout"
+    if isinstance(exc, BackendError):
+        return 502, "backend_error", "backend_error"
+    return 500, "server_error", None
+
+
+def error_body(exc: BaseException) -> dict[str, Any]:
+    """The envelope for ``exc``; the message of an unexpected exception is not disclosed."""
+    status, type_, code = status_of(exc)
+    message = str(exc) if status != 500 else "internal server error"
+    return {"error": {"message": message, "type": type_, "param": getattr(exc, "param", None), "code": code}}
+
+
+def error_response(exc: BaseException) -> JSONResponse:
+    status, _, _ = status_of(exc)
+    headers = exc.headers if isinstance(exc, APIError) else None
+    return JSONResponse(error_body(exc), status_code=status, headers=headers)
+
+
+def _param(loc: tuple[Any, ...]) -> str | None:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
+    return out or None
+
+
+async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request", "type": ""}
+    param = _param(tuple(first.get("loc", ())))
+    if first.get("type") == "extra_forbidden":
+        message = f"unrecognized request argument: {param}"
+    elif first.get("type") == "json_invalid":
+        message, param = "the request body is not valid JSON", None
+    else:
+        message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+    return error_response(InvalidInputError(message, param=param))
+
+
+async def _on_http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
+    code = "not_found" if exc.status_code == 404 else None
+    body = {"error": {"message": str(exc.detail), "type": type_, "param": None, "code": code}}
+    return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+def _count(request: Request, exc: BaseException) -> None:
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.count_error(exc)
+
+
+async def _on_mmsr(request: Request, exc: Exception) -> JSONResponse:
+    _count(request, exc)
+    if status_of(exc)[0] >= 500:
+        logger.warning("%s: %s", type(exc).__name__, exc)
+    return error_response(exc)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    _count(request, exc)
+    logger.exception("unexpected error on %s", request.url.path, exc_info=exc)
+    return error_response(exc)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(MMSRError, _on_mmsr)
+    app.add_exception_handler(Exception, _on_unexpected)

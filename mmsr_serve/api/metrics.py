@@ -1,0 +1,107 @@
+"""Prometheus metrics, one registry per app (so several apps in one process, as in tests, do not clash).
+
+mmsr_requests_total{path, status}                 HTTP requests answered
+mmsr_request_duration_seconds{path}               end-to-end latency (streams: to their last byte)
+mmsr_requests_in_flight                           chat completions running now
+mmsr_model_turn_duration_seconds                  one model turn (one backend generation)
+mmsr_tokens_total{kind}                           prompt / completion tokens over all model turns
+mmsr_search_duration_seconds{kind, provider}      one search
+mmsr_search_calls_total{kind, provider, outcome}  searches run (outcome: ok, error)
+mmsr_search_cache_hits_total{kind, provider}      searches answered from the cache
+mmsr_finish_reasons_total{finish_reason}          how runs ended
+mmsr_errors_total{type}                           errors by exception type
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mmsr_serve.agent.events import Event, Finished, SearchFinished, TurnFinished
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+_LATENCY = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
+_ROUTES = ("/v1/chat/completions", "/v1/models", "/health", "/ready", "/metrics")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("mmsr_requests", "HTTP requests answered.", ["path", "status"], registry=r)
+        self.latency = Histogram(
+            "mmsr_request_duration_seconds", "End-to-end latency.", ["path"], buckets=_LATENCY, registry=r
+        )
+        self.in_flight = Gauge("mmsr_requests_in_flight", "Chat completions running now.", registry=r)
+        self.turn_latency = Histogram(
+            "mmsr_model_turn_duration_seconds", "Latency of one model turn.", buckets=_LATENCY, registry=r
+        )
+        self.tokens = Counter("mmsr_tokens", "Tokens over all model turns.", ["kind"], registry=r)
+        self.search_latency = Histogram(
+            "mmsr_search_duration_seconds",
+            "Latency of one search.",
+            ["kind", "provider"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.search_calls = Counter(
+            "mmsr_search_calls", "Searches run.", ["kind", "provider", "outcome"], registry=r
+        )
+        self.cache_hits = Counter(
+            "mmsr_search_cache_hits", "Searches answered from the cache.", ["kind", "provider"], registry=r
+        )
+        self.finish_reasons = Counter("mmsr_finish_reasons", "How runs ended.", ["finish_reason"], registry=r)
+        self.errors = Counter("mmsr_errors", "Errors by exception type.", ["type"], registry=r)
+
+    def observe(self, event: Event) -> None:
+        """Account for one agent event (called for every event of every run)."""
+        if isinstance(event, TurnFinished):
+            record = event.record
+            self.turn_latency.observe(record.latency_s)
+            self.tokens.labels("prompt").inc(record.usage.prompt_tokens)
+            self.tokens.labels("completion").inc(record.usage.completion_tokens)
+        elif isinstance(event, SearchFinished):
+            s = event.record
+            provider = s.provider or "none"
+            self.search_latency.labels(s.kind, provider).observe(s.latency_s)
+            self.search_calls.labels(s.kind, provider, "error" if s.error else "ok").inc()
+            if s.cached:
+                self.cache_hits.labels(s.kind, provider).inc()
+        elif isinstance(event, Finished):
+            self.finish_reasons.labels(event.result.finish_reason).inc()
+
+    def count_error(self, exc: BaseException) -> None:
+        self.errors.labels(type(exc).__name__).inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Counts every HTTP response by path and status, and times it to its last byte."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"] if scope["path"] in _ROUTES else "other"
+        started, status = time.perf_counter(), 499
+
+        async def counting_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            self.metrics.requests.labels(path, str(status)).inc()
+            self.metrics.latency.labels(path).observe(time.perf_counter() - started)

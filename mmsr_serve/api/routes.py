@@ -1,0 +1,206 @@
+"""The endpoints: chat completions, models, health, readiness, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from sse_starlette import EventSourceResponse
+from starlette.background import BackgroundTask
+
+from mmsr_serve.agent.agent import SearchAgent
+from mmsr_serve.agent.events import AgentResult
+from mmsr_serve.api import convert, render
+from mmsr_serve.api.errors import NotFound, TooManyRequests, Unavailable
+from mmsr_serve.api.metrics import CONTENT_TYPE, Metrics
+from mmsr_serve.api.runs import Slots, cancel_on_disconnect, collect, merged, prefetch, replay
+from mmsr_serve.api.schemas import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    Choice,
+    ModelCard,
+    ModelList,
+    ResponseMessage,
+)
+from mmsr_serve.api.settings import Settings
+from mmsr_serve.api.streaming import StreamContext, sse_events
+from mmsr_serve.errors import BackendError, MMSRError
+from mmsr_serve.images import Fetch
+
+router = APIRouter()
+READY_TIMEOUT_S = 5.0
+
+
+@dataclass
+class Runtime:
+    """What the endpoints share, kept on ``app.state.runtime``."""
+
+    settings: Settings
+    agent: SearchAgent
+    metrics: Metrics
+    slots: Slots
+    fetch: Fetch | None
+    started: int
+    index: object = None
+    """The search provider before any cache wrapper (its ``ensure_index`` says whether it is ready)."""
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/ready")
+async def ready(request: Request) -> dict[str, Any]:
+    rt = _runtime(request)
+    try:
+        await asyncio.wait_for(rt.agent.backend.check_ready(), READY_TIMEOUT_S)
+    except (BackendError, asyncio.TimeoutError) as exc:
+        raise Unavailable(f"the model backend is not ready: {exc or 'no answer in time'}") from exc
+    ensure = getattr(rt.index, "ensure_index", None)
+    if ensure is not None:
+        try:
+            await asyncio.to_thread(ensure)
+        except MMSRError as exc:
+            raise Unavailable(f"the search index is not ready: {exc}") from exc
+    return {"status": "ready", "model": rt.settings.model_id}
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    return Response(_runtime(request).metrics.exposition(), media_type=CONTENT_TYPE)
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> ModelList:
+    rt = _runtime(request)
+    return ModelList(data=[ModelCard(id=rt.settings.model_id, created=rt.started)])
+
+
+@router.get("/v1/models/{model_id:path}")
+async def get_model(model_id: str, request: Request) -> ModelCard:
+    rt = _runtime(request)
+    if model_id != rt.settings.model_id:
+        raise NotFound(f"the model '{model_id}' does not exist", param="model")
+    return ModelCard(id=model_id, created=rt.started)
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+    rt = _runtime(request)
+    if body.model is not None and body.model != rt.settings.model_id:
+        raise NotFound(f"the model '{body.model}' does not exist", param="model")
+    convert.check_supported(body, rt.settings)
+    limits = convert.limits_for(body, rt.settings)
+    if not rt.slots.try_acquire():
+        raise TooManyRequests("too many requests in flight, retry shortly", headers={"Retry-After": "1"})
+    rt.metrics.in_flight.inc()
+    handed_over = False
+    try:
+        conversation = await cancel_on_disconnect(
+            request, convert.read_conversation(body, rt.settings, rt.fetch)
+        )
+        n = body.n or 1
+        streams = [
+            rt.agent.stream(
+                conversation.question,
+                conversation.image,
+                conversation.history,
+                limits=limits,
+                sampling=convert.sampling_for(body, i),
+                mode=body.search_mode,
+            )
+            for i in range(n)
+        ]
+        events = merged(streams, timeout_s=rt.settings.request_timeout_s, on_event=rt.metrics.observe)
+        stops = convert.stop_sequences(body)
+        completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        model = rt.settings.model_id
+        if not body.stream:
+            results: list[AgentResult] = await cancel_on_disconnect(request, collect(events, n))
+            response = _completion(completion_id, created, model, results, body, limits, stops)
+            return JSONResponse(response.model_dump(mode="json"))
+        buffered = await cancel_on_disconnect(request, prefetch(events))
+
+        released = False
+
+        def release() -> None:  # idempotent: from the stream's end, or after the response if never started
+            nonlocal released
+            if not released:
+                released = True
+                rt.slots.release()
+                rt.metrics.in_flight.dec()
+
+        ctx = StreamContext(
+            id=completion_id,
+            created=created,
+            model=model,
+            n=n,
+            mode=body.search_mode,
+            stops=stops,
+            limits=limits,
+            include_usage=bool(body.stream_options and body.stream_options.include_usage),
+            return_trace=body.return_trace,
+            on_error=rt.metrics.count_error,
+        )
+        handed_over = True
+        content = _released(sse_events(replay(buffered, events), ctx), release)
+        return EventSourceResponse(content, ping=15, background=BackgroundTask(release))
+    finally:
+        if not handed_over:
+            rt.slots.release()
+            rt.metrics.in_flight.dec()
+
+
+async def _released(source: Any, release: Any) -> Any:
+    """Pass the stream through; free the request's slot however it ends (done, error, disconnect)."""
+    try:
+        async with aclosing(source):
+            async for item in source:
+                yield item
+    finally:
+        release()
+
+
+def _completion(
+    completion_id: str,
+    created: int,
+    model: str,
+    results: list[AgentResult],
+    body: ChatCompletionRequest,
+    limits: Any,
+    stops: list[str],
+) -> ChatCompletion:
+    choices = []
+    for index, result in enumerate(results):
+        content = render.content_of(result, stops)
+        reasoning = render.reasoning_of(result)
+        message = ResponseMessage(
+            content=content,
+            annotations=render.annotations_of(result, content),
+            reasoning_content=reasoning,
+            reasoning=reasoning,
+        )
+        choices.append(
+            Choice(finish_reason=render.finish_reason_of(result, stops), index=index, message=message)
+        )
+    return ChatCompletion(
+        id=completion_id,
+        choices=choices,
+        created=created,
+        model=model,
+        usage=render.usage_of(results),
+        search_results=render.search_results_of([s for r in results for s in r.searches]),
+        trace=render.trace_of(results, body.search_mode, limits) if body.return_trace else None,
+    )

@@ -1,0 +1,144 @@
+"""Running the ``n`` agent runs of a request: merged events, a deadline, the concurrency slots and
+cancellation when the client goes away.
+
+Each run is pumped by its own task into one queue; whoever stops consuming the merged stream
+(a finished response, an error, a disconnect, the deadline) cancels every task, and the
+cancellation reaches the backend request and the pending searches where they wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing
+from typing import Any, TypeVar
+
+from starlette.requests import Request
+
+from mmsr_serve.agent.events import Event, Finished, TurnStarted
+from mmsr_serve.api.errors import APIError, RequestTimeout
+
+T = TypeVar("T")
+Indexed = tuple[int, Event]
+Events = AsyncGenerator[Indexed, None]
+
+
+class ClientDisconnected(APIError):
+    """The client went away before the response was ready (logged and counted as 499)."""
+
+    status, type, code = 499, "client_disconnected", "client_disconnected"
+
+
+class Slots:
+    """A non-blocking concurrency limit: a full server answers 429 at once instead of queueing."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def try_acquire(self) -> bool:
+        if self.used >= self.limit:
+            return False
+        self.used += 1
+        return True
+
+    def release(self) -> None:
+        self.used = max(0, self.used - 1)
+
+
+_END = object()
+
+
+async def merged(
+    streams: Sequence[AsyncIterator[Event]],
+    *,
+    timeout_s: float,
+    on_event: Callable[[Event], None] = lambda event: None,
+) -> Events:
+    """Events of all runs as ``(choice index, event)``, in arrival order, within ``timeout_s``."""
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def pump(index: int, stream: AsyncIterator[Event]) -> None:
+        try:
+            async for event in stream:
+                on_event(event)
+                queue.put_nowait((index, event))
+            queue.put_nowait(_END)
+        except Exception as exc:
+            queue.put_nowait(exc)
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    try:
+        running = len(tasks)
+        while running:
+            try:
+                item = await asyncio.wait_for(queue.get(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                raise RequestTimeout(f"the request did not finish within {timeout_s:g} s") from None
+            if item is _END:
+                running -= 1
+            elif isinstance(item, Exception):
+                raise item
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def collect(events: Events, n: int) -> list[Any]:
+    """The ``AgentResult`` of each run, in choice order."""
+    results: list[Any] = [None] * n
+    async with aclosing(events):
+        async for index, event in events:
+            if isinstance(event, Finished):
+                results[index] = event.result
+    return results
+
+
+async def prefetch(events: Events) -> list[Indexed]:
+    """Events up to the first output of the model (or a search, or the end): a backend that fails
+    before producing anything then fails the request with its HTTP status, not inside a 200 stream."""
+    buffered: list[Indexed] = []
+    async for item in events:
+        buffered.append(item)
+        if not isinstance(item[1], TurnStarted):
+            break
+    return buffered
+
+
+async def replay(buffered: list[Indexed], events: Events) -> Events:
+    async with aclosing(events):
+        for item in buffered:
+            yield item
+        async for item in events:
+            yield item
+
+
+async def _disconnected(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``, cancelling it (and raising :class:`ClientDisconnected`) if the client leaves."""
+    job = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({job, watch}, return_when=asyncio.FIRST_COMPLETED)
+        if job.done():
+            return job.result()
+        raise ClientDisconnected("the client disconnected")
+    finally:
+        for task in (job, watch):
+            task.cancel()
+        await asyncio.gather(job, watch, return_exceptions=True)

@@ -1,0 +1,248 @@
+"""The OpenAI chat completions protocol as pydantic models, in the field order of the official spec.
+
+Our additions sit in a separate block at the end of each model, marked "mmsr extensions". They are
+all optional: a client that does not know them sends and reads plain OpenAI. Unknown request
+fields are refused (400 naming the field), as OpenAI does, so a mistyped extra never goes unnoticed.
+Fields the spec defines but this server cannot honour are accepted by the schema and refused by
+:func:`mmsr_serve.api.convert.check_supported` with a 400 naming them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+
+SearchMode = Literal["auto", "always", "off"]
+
+
+class _Response(BaseModel):
+    """A response model whose fields listed in ``_omit_if_none`` are left out when unset."""
+
+    _omit_if_none: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _omit(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if not (v is None and k in self._omit_if_none)}
+
+
+# ---------------------------------------------------------------------------------------- request
+
+
+class ImageURL(BaseModel):
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ContentPart(BaseModel):
+    """One part of a message's content. ``text`` and ``image_url`` parts are supported; other types
+    (``input_audio``, ``file``, ``refusal``) are refused by name in convert."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    text: str | None = None
+    image_url: ImageURL | None = None
+
+
+class RequestMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["developer", "system", "user", "assistant", "tool", "function"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[Any] | None = None
+    tool_call_id: str | None = None
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool | None = None
+    include_obfuscation: bool | None = None
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[RequestMessage] = Field(min_length=1)
+    model: str | None = None
+    audio: Any = None
+    frequency_penalty: float | None = None
+    function_call: Any = None
+    functions: list[Any] | None = None
+    logit_bias: dict[str, float] | None = None
+    logprobs: bool | None = None
+    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1)
+    metadata: dict[str, str] | None = None
+    modalities: list[str] | None = None
+    n: int | None = Field(None, ge=1)
+    parallel_tool_calls: bool | None = None
+    prediction: Any = None
+    presence_penalty: float | None = None
+    prompt_cache_key: str | None = None
+    reasoning_effort: str | None = None
+    response_format: dict[str, Any] | None = None
+    safety_identifier: str | None = None
+    seed: int | None = None
+    service_tier: str | None = None
+    stop: str | list[str] | None = None
+    store: bool | None = None
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    tool_choice: Any = None
+    tools: list[Any] | None = None
+    top_logprobs: int | None = None
+    top_p: float | None = Field(None, gt=0, le=1)
+    user: str | None = None
+    verbosity: str | None = None
+    web_search_options: Any = None
+
+    # --- mmsr extensions (send with openai-python's ``extra_body``) ---
+    search_mode: SearchMode = "auto"
+    """``auto``: the model decides; ``off``: plain chat, no protocol; ``always``: the RAG workflow."""
+    max_turns: int | None = Field(None, ge=1)
+    max_image_searches: int | None = Field(None, ge=0)
+    max_text_searches: int | None = Field(None, ge=0)
+    search_top_k: int | None = Field(None, ge=1)
+    return_trace: bool = False
+
+
+# --------------------------------------------------------------------------------------- response
+
+
+class URLCitation(BaseModel):
+    end_index: int
+    start_index: int
+    title: str
+    url: str
+
+
+class Annotation(BaseModel):
+    type: Literal["url_citation"] = "url_citation"
+    url_citation: URLCitation
+
+
+class ResponseMessage(_Response):
+    _omit_if_none = frozenset({"reasoning_content", "reasoning"})
+
+    content: str | None
+    refusal: str | None = None
+    role: Literal["assistant"] = "assistant"
+    annotations: list[Annotation] = Field(default_factory=list)
+
+    # --- mmsr extensions ---
+    reasoning_content: str | None = None
+    """The model's reasoning across its turns (the ``<reason>`` blocks), as vLLM's reasoning parsers
+    name it; ``reasoning`` holds the same text under the newer name."""
+    reasoning: str | None = None
+
+
+class Choice(BaseModel):
+    finish_reason: str
+    """``stop``, ``length``, or (mmsr) ``max_turns`` / ``invalid`` when the model never answered."""
+    index: int
+    logprobs: None = None
+    message: ResponseMessage
+
+
+class Usage(_Response):
+    _omit_if_none = frozenset({"num_search_queries", "search_calls"})
+
+    completion_tokens: int
+    prompt_tokens: int
+    total_tokens: int
+
+    # --- mmsr extensions ---
+    num_search_queries: int | None = None
+    search_calls: dict[str, int] | None = None
+    """``{"image": n, "text": m}``"""
+
+
+class SearchResult(BaseModel):
+    """(mmsr) A source shown to the model."""
+
+    title: str
+    url: str
+    snippet: str
+    kind: Literal["image", "text"]
+
+
+class ChatCompletion(_Response):
+    _omit_if_none = frozenset({"trace"})
+
+    id: str
+    choices: list[Choice]
+    created: int
+    model: str
+    object: Literal["chat.completion"] = "chat.completion"
+    system_fingerprint: str | None = None
+    usage: Usage
+
+    # --- mmsr extensions ---
+    search_results: list[SearchResult] = Field(default_factory=list)
+    trace: dict[str, Any] | None = None
+
+
+class ChoiceDelta(_Response):
+    _omit_if_none = frozenset(
+        {"content", "refusal", "role", "annotations", "reasoning_content", "reasoning", "search"}
+    )
+
+    content: str | None = None
+    refusal: str | None = None
+    role: Literal["assistant"] | None = None
+    annotations: list[Annotation] | None = None
+
+    # --- mmsr extensions ---
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+    search: dict[str, Any] | None = None
+    """Search progress: ``{"status": "started"|"finished", "kind", "query", "turn", ...}``."""
+
+
+class ChunkChoice(BaseModel):
+    delta: ChoiceDelta
+    finish_reason: str | None = None
+    index: int
+    logprobs: None = None
+
+
+class ChatCompletionChunk(_Response):
+    _omit_if_none = frozenset({"usage", "search_results", "trace"})
+
+    id: str
+    choices: list[ChunkChoice]
+    created: int
+    model: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    system_fingerprint: str | None = None
+    usage: Usage | None = None
+
+    # --- mmsr extensions (on a choice's finish chunk) ---
+    search_results: list[SearchResult] | None = None
+    trace: dict[str, Any] | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    created: int
+    object: Literal["model"] = "model"
+    owned_by: str = "mmsr"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,142 @@
+"""Server settings: one pydantic model for every flag of ``mmsr serve``.
+
+Values come from, lowest precedence first: the defaults below, a config file (YAML or JSON, keys
+are the field names, ``-`` or ``_``), ``MMSR_*`` environment variables, then command-line flags.
+The environment variable of a field is ``MMSR_`` + its name in upper case, except the list fields
+``backend_urls`` (``MMSR_BACKEND_URL``) and ``api_keys`` (``MMSR_API_KEY``); list values in the
+environment are comma-separated. ``MMSR_CONFIG`` names the config file when no flag does.
+
+The search limits (``max_turns`` ...) are both the defaults of a request and the ceiling a request's
+extras may ask for: a client can lower them, never raise them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mmsr_serve.agent.limits import Limits
+from mmsr_serve.errors import ConfigError
+
+ENV_PREFIX = "MMSR_"
+_ENV_NAMES = {"backend_urls": "MMSR_BACKEND_URL", "api_keys": "MMSR_API_KEY"}
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # model backend
+    backend: Literal["openai", "hf"] = "openai"
+    backend_urls: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:8000/v1"])
+    """Base URLs of OpenAI-compatible model servers (several vLLM replicas are balanced)."""
+    backend_api_key: str | None = None
+    backend_timeout_s: float = Field(600.0, gt=0)
+    model: str | None = None
+    """The model the backend serves (``openai``) or the checkpoint folder to load (``hf``)."""
+    served_model_name: str | None = None
+    """The id clients send as ``model`` and ``/v1/models`` lists; defaults to ``model``."""
+    device: str = "auto"
+    """``hf`` only: cpu, cuda, cuda:N or auto."""
+    # search and protocol
+    index: Path | None = None
+    """Local search corpus folder (``docs.jsonl`` + images); no search tools without it."""
+    search_cache: Path | None = None
+    """SQLite file caching every search (may sit on storage shared by several gateways)."""
+    search_cache_mode: Literal["readwrite", "replay", "refresh"] = "readwrite"
+    prompt_pack: Path | None = None
+    max_turns: int = Field(3, ge=1)
+    max_image_searches: int = Field(1, ge=0)
+    max_text_searches: int = Field(2, ge=0)
+    top_k: int = Field(5, ge=1)
+    max_tokens: int = Field(2048, ge=1)
+    """Tokens per model turn (the ceiling of a request's ``max_tokens``)."""
+    max_total_tokens: int = Field(8192, ge=1)
+    search_timeout_s: float = Field(60.0, gt=0)
+    # request limits
+    max_images: int = Field(4, ge=0)
+    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(672 * 672, ge=1)
+    allow_image_urls: bool = True
+    """Accept http(s) image URLs (fetched through the safe fetcher) besides data URLs."""
+    fetch_allow: list[str] = Field(default_factory=list)
+    """Hosts the image fetcher may reach even on private or loopback addresses (development)."""
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    max_n: int = Field(4, ge=1)
+    max_concurrent_requests: int = Field(64, ge=1)
+    request_timeout_s: float = Field(600.0, gt=0)
+    # http
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    api_keys: list[str] = Field(default_factory=list)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    @field_validator("backend_urls", "api_keys", "fetch_allow", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @property
+    def model_id(self) -> str:
+        if self.served_model_name:
+            return self.served_model_name
+        if self.model:
+            return Path(self.model).name if self.backend == "hf" else self.model
+        return "mmsr"
+
+    def limits(self) -> Limits:
+        return Limits(
+            max_turns=self.max_turns,
+            max_image_searches=self.max_image_searches,
+            max_text_searches=self.max_text_searches,
+            top_k=self.top_k,
+            max_new_tokens=self.max_tokens,
+            max_total_tokens=self.max_total_tokens,
+            max_image_pixels=self.max_image_pixels,
+            search_timeout_s=self.search_timeout_s,
+        )
+
+    @classmethod
+    def load(
+        cls,
+        config_file: str | os.PathLike[str] | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> Settings:
+        """Merge the config file, the environment and ``overrides`` (``None`` values are skipped)."""
+        env = os.environ if env is None else env
+        config_file = config_file or env.get(f"{ENV_PREFIX}CONFIG") or None
+        values: dict[str, Any] = read_config_file(config_file) if config_file else {}
+        for name in cls.model_fields:
+            key = _ENV_NAMES.get(name, ENV_PREFIX + name.upper())
+            if key in env:
+                values[name] = env[key]
+        values.update({k: v for k, v in overrides.items() if v is not None and v != []})
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(f"invalid setting {where}: {first['msg']}") from exc
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of setting names to values")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}

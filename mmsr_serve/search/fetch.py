@@ -1,0 +1,253 @@
+"""The one way out to the network for URLs that users, models or web pages chose.
+
+A URL written by someone else must not make the server fetch from itself or its neighbours
+(server-side request forgery: cloud metadata at 169.254.169.254, admin ports on loopback, the
+private network). :class:`SafeFetcher`, for every hop including each redirect:
+
+- accepts ``http`` and ``https`` URLs without credentials only;
+- resolves the host and refuses it if ANY address is not public: loopback, private, link-local,
+  shared (100.64/10), multicast, reserved, unspecified, site-local, or an IPv6 address embedding
+  such an IPv4 one (IPv4-mapped ``::ffff:a.b.c.d``, 6to4, NAT64);
+- connects to an address it checked (the URL's host is swapped for the IP; ``Host`` header and
+  TLS server name stay the hostname, so certificates are still verified), which defeats DNS
+  rebinding between the check and the connection. Connections are not reused across hops;
+- follows at most ``max_redirects`` redirects itself; streams the body and stops past
+  ``max_bytes`` (decoded bytes, so compression bombs stop too); gives up after ``timeout_s`` for
+  the whole fetch, redirects included. HTTP proxies from the environment are ignored.
+
+``allow`` lists exceptions for local development and tests: hostnames (any address they resolve
+to is accepted) or networks such as ``127.0.0.1`` or ``10.0.0.0/8``. Nothing non-public is
+reachable by default. Errors are :class:`FetchError` (a :class:`SearchError`, so a failed page
+read becomes a tool result), or :class:`ImageError` from :meth:`SafeFetcher.fetch_image`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import httpx
+
+from mmsr_serve.errors import ImageError, SearchError
+
+__all__ = ["FetchError", "Fetched", "SafeFetcher", "is_public_address"]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+DEFAULT_TIMEOUT_S = 20.0
+USER_AGENT = "mmsr-fetch/0.1"
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+class FetchError(SearchError):
+    """A URL could not be fetched: refused, unreachable, too slow, too large, or the wrong type."""
+
+    def __init__(self, message: str, *, url: str | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Fetched:
+    url: str  # after redirects
+    status: int
+    content_type: str  # media type only, lower-case, without parameters
+    data: bytes = field(repr=False)
+
+
+def is_public_address(addr: IPAddress) -> bool:
+    """Whether ``addr`` is a globally routable unicast address (see the module docstring)."""
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return is_public_address(addr.ipv4_mapped)
+        if addr in _NAT64:  # a DNS64 resolver's stand-in for an IPv4 address
+            return is_public_address(ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF))
+        if addr.sixtofour is not None and not is_public_address(addr.sixtofour):
+            return False
+        if addr.is_site_local:
+            return False
+    flags = (addr.is_private, addr.is_loopback, addr.is_link_local, addr.is_multicast, addr.is_reserved)
+    return addr.is_global and not (any(flags) or addr.is_unspecified)
+
+
+def _accepts(content_type: str, accept: Sequence[str]) -> bool:
+    for pattern in (p.lower() for p in accept):
+        if pattern in ("*/*", content_type) or (
+            pattern.endswith("/*") and content_type.startswith(pattern[:-1])
+        ):
+            return True
+    return False
+
+
+class SafeFetcher:
+    """Fetch http(s) URLs without reaching private addresses; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        allow: Sequence[str] = (),
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        max_redirects: int = 5,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
+        self.max_redirects = max_redirects
+        self._transport = transport
+        self._allowed_hosts: set[str] = set()
+        self._allowed_nets: list[IPNetwork] = []
+        for entry in allow:
+            try:
+                self._allowed_nets.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+            except ValueError:
+                self._allowed_hosts.add(entry.casefold().rstrip("."))
+
+    async def fetch_image(self, url: str) -> bytes:
+        """The bytes of an image URL; the response must say ``image/*``. Raises :class:`ImageError`."""
+        try:
+            return (await self.fetch(url, accept=("image/*",))).data
+        except FetchError as exc:
+            raise ImageError(f"cannot fetch the image: {exc}") from exc
+
+    async def fetch(
+        self, url: str, *, max_bytes: int | None = None, accept: tuple[str, ...] | None = None
+    ) -> Fetched:
+        """GET ``url``. ``accept`` lists media types (``text/html``, ``image/*``) the response must
+        have; a response outside 2xx, or larger than ``max_bytes``, raises :class:`FetchError`."""
+        limit = self.max_bytes if max_bytes is None else max_bytes
+        try:
+            return await asyncio.wait_for(self._fetch(url, limit, accept), self.timeout_s)
+        except asyncio.TimeoutError:
+            raise FetchError(f"fetching {url} took longer than {self.timeout_s:g} s", url=url) from None
+
+    async def _fetch(self, url: str, limit: int, accept: tuple[str, ...] | None) -> Fetched:
+        headers = {"User-Agent": USER_AGENT, "Accept": ", ".join(accept) if accept else "*/*"}
+        async with self._client() as client:
+            current = self._checked_url(url)
+            for _ in range(self.max_redirects + 1):
+                async with self._open(client, current, headers) as response:
+                    location = response.headers.get("location")
+                    if response.status_code in _REDIRECTS and location:
+                        current = self._checked_url(str(current.join(location)))
+                        continue
+                    if not 200 <= response.status_code < 300:
+                        raise FetchError(
+                            f"{current} answered HTTP {response.status_code}",
+                            url=str(current),
+                            status=response.status_code,
+                        )
+                    content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+                    if accept and not _accepts(content_type, accept):
+                        raise FetchError(
+                            f"{current} is {content_type or 'of unknown type'}, expected {', '.join(accept)}",
+                            url=str(current),
+                        )
+                    data = await self._read(response, limit, current)
+                    return Fetched(str(current), response.status_code, content_type, data)
+        raise FetchError(f"{url} redirected more than {self.max_redirects} times", url=url)
+
+    @asynccontextmanager
+    async def _client(self) -> AsyncIterator[httpx.AsyncClient]:
+        # No connection reuse: a pooled TLS connection to an IP was verified for one hostname only.
+        limits = httpx.Limits(max_keepalive_connections=0)
+        client = httpx.AsyncClient(
+            transport=self._transport, timeout=self.timeout_s, limits=limits, trust_env=False
+        )
+        try:
+            yield client
+        finally:
+            if self._transport is None:  # a transport passed in belongs to the caller
+                await client.aclose()
+
+    def _checked_url(self, url: str) -> httpx.URL:
+        try:
+            parsed = httpx.URL(url)
+        except (httpx.InvalidURL, TypeError) as exc:
+            raise FetchError(f"invalid URL {url!r}: {exc}", url=url) from None
+        if parsed.scheme not in ("http", "https"):
+            raise FetchError(
+                f"only http and https URLs can be fetched, not {parsed.scheme or url!r}", url=url
+            )
+        if not parsed.raw_host:
+            raise FetchError(f"URL without a host: {url}", url=url)
+        if parsed.userinfo:
+            raise FetchError("URLs with credentials are refused", url=url)
+        return parsed
+
+    def _allowed(self, addr: IPAddress) -> bool:
+        candidates = [addr]
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            candidates.append(addr.ipv4_mapped)
+        in_allow_list = any(
+            a in net for a in candidates for net in self._allowed_nets if a.version == net.version
+        )
+        return in_allow_list or is_public_address(addr)
+
+    async def _addresses(self, url: httpx.URL) -> list[str]:
+        """The checked addresses to connect to for ``url``'s host."""
+        host = url.raw_host.decode("ascii")
+        port = url.port or (443 if url.scheme == "https" else 80)
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as exc:
+            raise FetchError(f"cannot resolve {url.host}", url=str(url)) from exc
+        addresses = list(dict.fromkeys(str(info[4][0]).split("%")[0] for info in infos))
+        if host.casefold().rstrip(".") in self._allowed_hosts:
+            return addresses
+        if not addresses or not all(self._allowed(ipaddress.ip_address(a)) for a in addresses):
+            raise FetchError(
+                f"refusing to fetch from {url.host}: it resolves to a non-public address"
+                " (private, loopback, link-local or reserved)",
+                url=str(url),
+            )
+        return addresses
+
+    @asynccontextmanager
+    async def _open(
+        self, client: httpx.AsyncClient, url: httpx.URL, headers: dict[str, str]
+    ) -> AsyncIterator[httpx.Response]:
+        """Send the request to the first checked address that accepts a connection."""
+        hop_headers = {**headers, "Host": url.netloc.decode("ascii")}
+        extensions = {"sni_hostname": url.raw_host.decode("ascii")} if url.scheme == "https" else {}
+        failure: Exception | None = None
+        for address in await self._addresses(url):
+            request = client.build_request("GET", url.copy_with(host=address), headers=hop_headers)
+            request.extensions.update(extensions)
+            try:
+                response = await client.send(request, stream=True)
+            except httpx.ConnectError as exc:
+                failure = exc
+                continue
+            except httpx.HTTPError as exc:
+                raise FetchError(f"cannot fetch {url}: {exc}", url=str(url)) from exc
+            try:
+                yield response
+            finally:
+                await response.aclose()
+            return
+        raise FetchError(f"cannot connect to {url.host}: {failure}", url=str(url))
+
+    async def _read(self, response: httpx.Response, limit: int, url: httpx.URL) -> bytes:
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise FetchError(f"{url} is {declared} bytes, more than the {limit} allowed", url=str(url))
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise FetchError(f"{url} is larger than the {limit} bytes allowed", url=str(url))
+                chunks.append(chunk)
+        except httpx.HTTPError as exc:
+            raise FetchError(f"cannot read {url}: {exc}", url=str(url)) from exc
+        return b"".join(chunks)

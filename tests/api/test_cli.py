@@ -1,0 +1,88 @@
+"""Settings precedence, the ``serve`` flags, and ``mmsr chat`` against a live server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from mmsr_serve.api import Settings, create_app
+from mmsr_serve.api import cli as api_cli
+from mmsr_serve.backends import ScriptedBackend
+from mmsr_serve.errors import ConfigError
+from mmsr_serve.search.local import LocalIndex
+from tests.api.conftest import IMAGE_SEARCH, R
+from tests.api.live import LiveServer
+
+
+def test_settings_precedence_file_env_flags(tmp_path: Path) -> None:
+    config = tmp_path / "mmsr.yaml"
+    config.write_text("model: from-file\nport: 9000\nmax-turns: 2\nbackend_urls: [http://a:8000/v1]\n")
+    env = {"MMSR_PORT": "9100", "MMSR_BACKEND_URL": "http://b:8000/v1, http://c:8000/v1", "MMSR_API_KEY": "k"}
+    settings = Settings.load(config, env=env, port=9200, max_turns=None)
+    assert settings.model == "from-file" and settings.max_turns == 2
+    assert settings.port == 9200
+    assert settings.backend_urls == ["http://b:8000/v1", "http://c:8000/v1"]
+    assert settings.api_keys == ["k"]
+    assert settings.host == "127.0.0.1"
+    json_config = tmp_path / "mmsr.json"
+    json_config.write_text(json.dumps({"model": "m", "backend": "hf"}))
+    assert Settings.load(env={"MMSR_CONFIG": str(json_config)}).model_id == "m"
+
+
+@pytest.mark.parametrize("bad", [{"max_turns": 0}, {"backend": "tgi"}, {"nonsense": 1}])
+def test_bad_settings_are_config_errors(bad: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError):
+        Settings.load(env={}, **bad)
+
+
+def test_serve_maps_flags_to_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr("uvicorn.run", lambda app, **kw: seen.update(app=app, **kw))
+    for key in [k for k in __import__("os").environ if k.startswith("MMSR_")]:
+        monkeypatch.delenv(key)
+    app = typer.Typer()
+    app.command()(api_cli.serve)
+    args = ["--model", "mmsr-7b", "--backend-url", "http://a:1/v1", "--backend-url", "http://b:1/v1"]
+    args += ["--api-key", "k1", "--max-turns", "2", "--port", "9999", "--request-timeout", "30"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    settings: Settings = seen["app"].state.runtime.settings
+    assert settings.backend_urls == ["http://a:1/v1", "http://b:1/v1"]
+    assert settings.api_keys == ["k1"] and settings.max_turns == 2 and settings.request_timeout_s == 30
+    assert (seen["host"], seen["port"]) == ("127.0.0.1", 9999)
+    bad = CliRunner().invoke(app, ["--model", "m", "--max-turns", "0"])
+    assert bad.exit_code != 0 and "max_turns" in bad.output
+
+
+def test_chat_shows_reasoning_searches_and_answer(
+    live_app: Callable[..., LiveServer], local_index: LocalIndex, doc: dict[str, Any], corpus_dir: Path
+) -> None:
+    backend = ScriptedBackend(
+        [
+            IMAGE_SEARCH,
+            f"{R}<text_search>{doc['title']}</text_search>",
+            "<reason>Found it.</reason><answer>The answer</answer>",
+        ]
+    )
+    server = live_app(
+        create_app(Settings(model="mmsr-test", api_keys=["k"]), backend=backend, search=local_index)
+    )
+    app = typer.Typer()
+    app.command()(api_cli.chat)
+    args = ["Who made this?", "--image", str(corpus_dir / doc["image"]), "--url", server.url + "/v1"]
+    result = CliRunner().invoke(app, [*args, "--api-key", "k"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "reasoning: thinking it over" in out
+    assert "[image search ...]" in out and f"[web search: {doc['title']}: " in out
+    assert doc["url"] in out
+    assert "answer: The answer" in out
+    assert out.index("Found it.") < out.index("answer: The answer")
+    denied = CliRunner().invoke(app, [*args, "--api-key", "wrong"])
+    assert denied.exit_code == 1

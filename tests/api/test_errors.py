@@ -1,0 +1,181 @@
+"""Every error path answers with the right status and OpenAI's envelope, never a 500 for bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+from mmsr_serve.backends import ScriptedBackend
+from mmsr_serve.errors import BackendError, BackendTimeout
+from tests.api.conftest import AppClient, BlockingBackend, data_url, user_with_image, wait_for
+
+Q = [{"role": "user", "content": "Q?"}]
+
+
+def assert_envelope(
+    response: httpx.Response, status: int, *, param: str | None = None, code: Any = ...
+) -> str:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert isinstance(error["message"], str) and error["message"]
+    assert error["param"] == param
+    if code is not ...:
+        assert error["code"] == code
+    return str(error["message"])
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"messages": Q, "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"messages": Q, "tool_choice": "required"}, "tool_choice"),
+        ({"messages": Q, "response_format": {"type": "json_schema", "json_schema": {}}}, "response_format"),
+        ({"messages": Q, "logprobs": True}, "logprobs"),
+        ({"messages": Q, "audio": {"voice": "alloy", "format": "mp3"}}, "audio"),
+        ({"messages": Q, "frequency_penalty": 0.5}, "frequency_penalty"),
+        ({"messages": Q, "n": 5}, "n"),
+        ({"messages": Q, "stream_options": {"include_usage": True}}, "stream_options"),
+        ({"messages": Q, "max_tokens": 100_000}, "max_tokens"),
+        ({"messages": Q, "max_turns": 9}, "max_turns"),
+        ({"messages": Q, "search_top_k": 50}, "search_top_k"),
+        ({"messages": Q, "search_mode": "sometimes"}, "search_mode"),
+        ({"messages": Q, "temperature": 3}, "temperature"),
+        ({"messages": Q, "serch_mode": "off"}, "serch_mode"),
+        ({"messages": []}, "messages"),
+        ({"messages": [*Q, {"role": "assistant", "content": "A"}]}, "messages"),
+        ({"messages": [{"role": "tool", "content": "x", "tool_call_id": "1"}, *Q]}, "messages[0].role"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]},
+            "messages[0].content[0].type",
+        ),
+        ({"messages": [{"role": "user", "content": [{"type": "text", "text": " "}]}]}, "messages[0].content"),
+    ],
+)
+async def test_bad_requests_are_400_naming_the_field(
+    app_client: AppClient, body: dict[str, Any], param: str
+) -> None:
+    client = app_client(ScriptedBackend())
+    response = await client.post("/v1/chat/completions", json=body)
+    message = assert_envelope(response, 400, param=param)
+    assert param.split(".")[0].split("[")[0] in message
+
+
+async def test_invalid_json_is_400(app_client: AppClient) -> None:
+    client = app_client(ScriptedBackend())
+    response = await client.post(
+        "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert_envelope(response, 400)
+
+
+async def test_images_undecodable_oversized_too_many_or_remote(app_client: AppClient) -> None:
+    client = app_client(ScriptedBackend(), max_image_bytes=2000, max_images=1, allow_image_urls=False)
+    bad = "data:image/png;base64," + base64.b64encode(b"not an image").decode()
+    big = data_url(Image.effect_noise((200, 200), 60).convert("RGB"), "PNG")
+    small = data_url(Image.new("RGB", (8, 8), "red"), "PNG")
+    param = "messages[0].content[1].image_url"
+    for url in (bad, big, "https://example.org/cat.jpg", "file:///etc/passwd"):
+        response = await client.post("/v1/chat/completions", json={"messages": [user_with_image("Q?", url)]})
+        assert_envelope(response, 400, param=param, code="invalid_image")
+    two = user_with_image("Q?", small)
+    two["content"].append({"type": "image_url", "image_url": {"url": small}})
+    response = await client.post("/v1/chat/completions", json={"messages": [two]})
+    assert "too many images" in assert_envelope(response, 400, param="messages")
+
+
+async def test_unknown_model_is_404(app_client: AppClient) -> None:
+    client = app_client(ScriptedBackend())
+    response = await client.post("/v1/chat/completions", json={"model": "gpt-4o", "messages": Q})
+    assert_envelope(response, 404, param="model", code="model_not_found")
+    assert_envelope(await client.get("/v1/models/gpt-4o"), 404, param="model")
+    assert_envelope(await client.get("/no/such/path"), 404)
+
+
+async def test_api_keys(app_client: AppClient) -> None:
+    client = app_client(ScriptedBackend(["<reason>r</reason><answer>ok</answer>"]), api_keys=["k1", "k2"])
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic k1"}):
+        response = await client.post("/v1/chat/completions", json={"messages": Q}, headers=headers)
+        assert_envelope(response, 401, code="invalid_api_key")
+        assert response.headers["www-authenticate"] == "Bearer"
+    for path in ("/v1/models", "/ready", "/no/such/path", "/docs"):
+        assert (await client.get(path)).status_code == 401
+    for path in ("/health", "/metrics"):
+        assert (await client.get(path)).status_code == 200
+    ok = await client.post(
+        "/v1/chat/completions", json={"messages": Q}, headers={"Authorization": "Bearer k2"}
+    )
+    assert ok.status_code == 200
+
+
+async def test_body_too_large_is_413(app_client: AppClient) -> None:
+    client = app_client(ScriptedBackend(), max_body_bytes=2048)
+    body = {"messages": [{"role": "user", "content": "x" * 4096}]}
+    assert_envelope(await client.post("/v1/chat/completions", json=body), 413, code="request_too_large")
+
+    async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: counted as it arrives
+        yield b'{"messages": [{"role": "user", "content": "'
+        for _ in range(10):
+            yield b"x" * 512
+        yield b'"}]}'
+
+    response = await client.post("/v1/chat/completions", content=chunked())
+    assert_envelope(response, 413, code="request_too_large")
+
+
+async def test_concurrency_limit_is_429_with_retry_after(app_client: AppClient) -> None:
+    backend = BlockingBackend()
+    client = app_client(backend, max_concurrent_requests=1)
+    first = asyncio.create_task(client.post("/v1/chat/completions", json={"messages": Q}))
+    assert await wait_for(backend.started)
+    response = await client.post("/v1/chat/completions", json={"messages": Q})
+    assert_envelope(response, 429, code="rate_limit_exceeded")
+    assert response.headers["retry-after"] == "1"
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        (BackendError("connection refused by every replica"), 502, "backend_error"),
+        (BackendTimeout("no answer within 300 s"), 504, "backend_timeout"),
+    ],
+)
+async def test_backend_failures(app_client: AppClient, error: Exception, status: int, code: str) -> None:
+    client = app_client(ScriptedBackend([error]))
+    response = await client.post("/v1/chat/completions", json={"messages": Q})
+    assert str(error) in assert_envelope(response, status, code=code)
+
+
+async def test_request_timeout_is_504(app_client: AppClient) -> None:
+    backend = BlockingBackend()
+    client = app_client(backend, request_timeout_s=0.2)
+    response = await client.post("/v1/chat/completions", json={"messages": Q})
+    assert_envelope(response, 504, code="request_timeout")
+    assert backend.cancelled.is_set()
+
+
+async def test_not_ready_is_503(app_client: AppClient) -> None:
+    class Down(ScriptedBackend):
+        async def check_ready(self) -> None:
+            raise BackendError("no replica is ready")
+
+    client = app_client(Down())
+    assert "no replica is ready" in assert_envelope(await client.get("/ready"), 503, code="not_ready")
+    assert (await app_client(ScriptedBackend()).get("/ready")).json()["status"] == "ready"
+
+
+async def test_a_bug_is_500_without_details(app_client: AppClient) -> None:
+    app = app_client(ScriptedBackend([RuntimeError("secret internals")])).app  # type: ignore[attr-defined]
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # as uvicorn: logged, not raised
+    async with httpx.AsyncClient(transport=transport, base_url="http://mmsr.test") as client:
+        response = await client.post("/v1/chat/completions", json={"messages": Q})
+    assert assert_envelope(response, 500) == "internal server error"

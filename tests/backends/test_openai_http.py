@@ -1,0 +1,423 @@
+"""OpenAIBackend against stand-in OpenAI servers: real uvicorn apps on 127.0.0.1.
+
+A :class:`StandIn` answers ``/v1/chat/completions`` in vLLM's streaming shape (role chunk, content
+chunks, a finish chunk carrying vLLM's ``stop_reason``, a usage chunk, ``[DONE]``) and applies stop
+strings the way vLLM does (the text is cut before the stop string, which is named in
+``stop_reason`` unless ``include_stop_str_in_output`` keeps it). Each test queues the answers it
+wants with :meth:`StandIn.enqueue`; unqueued requests get a plain reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import pytest
+import uvicorn
+from PIL import Image
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from mmsr_serve.backends.base import Completion, Delta, GenerateRequest, Message
+from mmsr_serve.backends.openai_http import OpenAIBackend
+from mmsr_serve.errors import BackendError, BackendTimeout
+
+MODEL = "mmsr-test"
+
+
+@dataclass
+class Reply:
+    text: str = "Hello there"
+    finish: str = "stop"
+    stop_reason: str | int | None = None
+    usage: tuple[int, int] = (11, 3)
+    pause_s: float = 0.0  # between the first content chunk and the rest
+    break_after_first: bool = False  # drop the connection after the first content chunk
+
+
+@dataclass
+class Fail:
+    status: int
+    message: str
+    retry_after: str | None = None
+
+
+@dataclass
+class Hang:
+    seconds: float
+
+
+class StandIn:
+    def __init__(self) -> None:
+        self.script: deque[Reply | Fail | Hang] = deque()
+        self.requests: list[dict[str, object]] = []
+        self.models = [MODEL]
+        self.epoch = 0  # bumped between tests: a request left hanging by an earlier test stops there
+        self.app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self.chat, methods=["POST"]),
+                Route("/v1/models", self.list_models),
+            ]
+        )
+
+    def enqueue(self, *actions: Reply | Fail | Hang) -> None:
+        self.script.extend(actions)
+
+    async def list_models(self, request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]})
+
+    async def chat(self, request: Request) -> Response:
+        body = await request.json()
+        self.requests.append(body)
+        epoch = self.epoch
+        action = self.script.popleft() if self.script else Reply()
+        while isinstance(action, Hang):
+            await asyncio.sleep(action.seconds)
+            if self.epoch != epoch:  # never take a later test's scripted replies
+                return Response(status_code=503)
+            action = self.script.popleft() if self.script else Reply()
+        if isinstance(action, Fail):
+            headers = {"retry-after": action.retry_after} if action.retry_after else None
+            error = {
+                "message": action.message,
+                "type": "BadRequestError",
+                "param": None,
+                "code": action.status,
+            }
+            return JSONResponse({"error": error}, status_code=action.status, headers=headers)
+        return StreamingResponse(self._events(action, body), media_type="text/event-stream")
+
+    async def _events(self, reply: Reply, body: dict[str, object]) -> AsyncIterator[str]:
+        text, stop_reason = reply.text, reply.stop_reason
+        for stop in body.get("stop") or []:  # type: ignore[attr-defined]
+            if stop in text:
+                keep = bool(body.get("include_stop_str_in_output"))
+                text = text[: text.index(stop) + (len(stop) if keep else 0)]
+                stop_reason = stop
+                break
+
+        def chunk(delta: dict[str, str], finish: str | None = None, **extra: object) -> str:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish, **extra}
+            payload = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": MODEL}
+            return f"data: {json.dumps({**payload, 'choices': [choice]})}\n\n"
+
+        yield chunk({"role": "assistant", "content": ""})
+        pieces = [text[i : i + 4] for i in range(0, len(text), 4)]
+        for i, piece in enumerate(pieces):
+            yield chunk({"content": piece})
+            if i == 0 and reply.break_after_first:
+                raise ConnectionResetError("stand-in drops the connection")
+            if i == 0 and reply.pause_s:
+                await asyncio.sleep(reply.pause_s)
+        yield chunk({}, reply.finish, stop_reason=stop_reason)
+        prompt, completion = reply.usage
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+        yield f"data: {json.dumps({'id': 'chatcmpl-1', 'choices': [], 'usage': usage})}\n\n"
+        yield "data: [DONE]\n\n"
+
+
+@dataclass
+class Running:
+    stand_in: StandIn
+    url: str
+
+
+def _serve(stand_in: StandIn) -> tuple[uvicorn.Server, threading.Thread, str]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(stand_in.app, log_level="critical", log_config=None, timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return server, thread, f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[list[Running]]:
+    started = [(stand_in, *_serve(stand_in)) for stand_in in (StandIn(), StandIn())]
+    yield [Running(stand_in, url) for stand_in, _, _, url in started]
+    for _, server, thread, _ in started:
+        server.should_exit = True
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def a(servers: list[Running]) -> Running:
+    servers[0].stand_in.epoch += 1
+    servers[0].stand_in.script.clear()
+    servers[0].stand_in.requests.clear()
+    return servers[0]
+
+
+@pytest.fixture
+def b(servers: list[Running]) -> Running:
+    servers[1].stand_in.epoch += 1
+    servers[1].stand_in.script.clear()
+    servers[1].stand_in.requests.clear()
+    return servers[1]
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+
+
+def backend(*urls: str, **kwargs: object) -> OpenAIBackend:
+    options: dict[str, object] = {"backoff_s": 0.01, "max_backoff_s": 0.05, "timeout_s": 5.0} | kwargs
+    return OpenAIBackend(list(urls), MODEL, **options)  # type: ignore[arg-type]
+
+
+def ask(text: str = "Hi", **kwargs: object) -> GenerateRequest:
+    return GenerateRequest([Message.of("user", text)], **kwargs)  # type: ignore[arg-type]
+
+
+async def collect(model: OpenAIBackend, request: GenerateRequest) -> tuple[list[str], Completion]:
+    deltas: list[str] = []
+    async for item in model.stream(request):
+        if isinstance(item, Delta):
+            deltas.append(item.text)
+        else:
+            return deltas, item
+    raise AssertionError("no Completion")
+
+
+async def test_streams_deltas_then_completion_with_usage(a: Running) -> None:
+    a.stand_in.enqueue(Reply("The Eiffel Tower, 1889.", usage=(42, 7)))
+    model = backend(a.url)
+    deltas, done = await collect(model, ask())
+    assert len(deltas) > 1 and "".join(deltas) == done.text == "The Eiffel Tower, 1889."
+    assert (done.finish_reason, done.prompt_tokens, done.completion_tokens) == ("stop", 42, 7)
+    sent = a.stand_in.requests[0]
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+    assert sent["model"] == MODEL and sent["max_tokens"] == 2048 and "temperature" not in sent
+    await model.aclose()
+
+
+async def test_sampling_parameters_and_extra_body_reach_the_server(a: Running) -> None:
+    model = backend(a.url, extra_body={"top_k": 5, "repetition_penalty": 1.05})
+    await model.generate(ask(max_tokens=64, temperature=0.7, top_p=0.9, seed=3, stop=("</answer>",)))
+    sent = a.stand_in.requests[0]
+    assert (sent["max_tokens"], sent["temperature"], sent["top_p"], sent["seed"]) == (64, 0.7, 0.9, 3)
+    assert sent["stop"] == ["</answer>"] and sent["top_k"] == 5 and sent["repetition_penalty"] == 1.05
+    await model.aclose()
+
+
+def _decode(url: str) -> Image.Image:
+    header, _, data = url.partition(",")
+    assert header.startswith("data:image/") and header.endswith(";base64")
+    return Image.open(io.BytesIO(base64.b64decode(data)))
+
+
+async def test_images_arrive_as_data_urls_in_part_order(a: Running) -> None:
+    red, blue = Image.new("RGB", (20, 10), "red"), Image.new("RGB", (8, 16), "blue")
+    message = Message.of("user", "first:", red, "then:", blue, "which?")
+    model = backend(a.url)
+    await model.generate(GenerateRequest([Message.of("system", "Be brief."), message]))
+    system, user = a.stand_in.requests[0]["messages"]  # type: ignore[misc]
+    assert system == {"role": "system", "content": "Be brief."}
+    kinds = [part["type"] for part in user["content"]]
+    assert kinds == ["text", "image_url", "text", "image_url", "text"]
+    first, second = (_decode(p["image_url"]["url"]) for p in user["content"] if p["type"] == "image_url")
+    assert [p["text"] for p in user["content"] if p["type"] == "text"] == ["first:", "then:", "which?"]
+    assert (first.format, first.size, first.getpixel((0, 0))) == ("PNG", (20, 10), (255, 0, 0))
+    assert (second.size, second.getpixel((0, 0))) == ((8, 16), (0, 0, 255))
+    await model.aclose()
+
+
+async def test_jpeg_images_on_request(a: Running) -> None:
+    model = backend(a.url, image_format="JPEG")
+    await model.generate(GenerateRequest([Message.of("user", Image.new("RGBA", (16, 16), "green"))]))
+    (part,) = a.stand_in.requests[0]["messages"][0]["content"]  # type: ignore[index]
+    assert part["image_url"]["url"].startswith("data:image/jpeg;base64,")
+    assert _decode(part["image_url"]["url"]).format == "JPEG"
+    await model.aclose()
+
+
+async def test_stop_string_stripped_by_the_server_is_reappended(a: Running) -> None:
+    a.stand_in.enqueue(Reply("<reason>need it</reason><search><img></search> and more"))
+    model = backend(a.url)
+    deltas, done = await collect(model, ask(stop=("</search>", "</answer>")))
+    assert done.text == "<reason>need it</reason><search><img></search>"
+    assert "".join(deltas) == done.text and done.finish_reason == "stop"
+    await model.aclose()
+
+
+async def test_stop_string_kept_by_the_server_is_not_doubled(a: Running) -> None:
+    a.stand_in.enqueue(Reply("<answer>Paris</answer> tail"))
+    model = backend(a.url, extra_body={"include_stop_str_in_output": True})
+    done = await model.generate(ask(stop=("</answer>",)))
+    assert done.text == "<answer>Paris</answer>"
+    await model.aclose()
+
+
+async def test_stop_token_ids_and_length_are_not_text(a: Running) -> None:
+    a.stand_in.enqueue(Reply("done", stop_reason=151645), Reply("cut sho", finish="length"))
+    model = backend(a.url)
+    eos = await model.generate(ask())
+    length = await model.generate(ask())
+    assert (eos.text, eos.finish_reason) == ("done", "stop")
+    assert (length.text, length.finish_reason) == ("cut sho", "length")
+    await model.aclose()
+
+
+async def test_retries_503_and_429_then_succeeds(a: Running) -> None:
+    a.stand_in.enqueue(Fail(503, "overloaded"), Fail(429, "slow down", retry_after="0"), Reply("ok"))
+    model = backend(a.url, max_retries=3)
+    assert (await model.generate(ask())).text == "ok"
+    assert len(a.stand_in.requests) == 3
+    await model.aclose()
+
+
+async def test_gives_up_after_max_retries(a: Running) -> None:
+    a.stand_in.enqueue(*[Fail(500, "boom")] * 3)
+    model = backend(a.url, max_retries=2)
+    with pytest.raises(BackendError, match="HTTP 500: boom") as caught:
+        await model.generate(ask())
+    assert not isinstance(caught.value, BackendTimeout) and len(a.stand_in.requests) == 3
+    await model.aclose()
+
+
+async def test_no_retry_on_400_and_the_servers_message_is_kept(a: Running) -> None:
+    a.stand_in.enqueue(Fail(400, "This model's maximum context length is 8192 tokens."))
+    model = backend(a.url, max_retries=3)
+    with pytest.raises(BackendError, match="maximum context length is 8192") as caught:
+        await model.generate(ask())
+    assert "HTTP 400" in str(caught.value) and len(a.stand_in.requests) == 1
+    await model.aclose()
+
+
+async def test_timeout_becomes_backend_timeout(a: Running) -> None:
+    a.stand_in.enqueue(Hang(1.0))
+    model = backend(a.url, timeout_s=0.2, max_retries=0)
+    with pytest.raises(BackendTimeout, match=r"no answer within 0\.2 s"):
+        await model.generate(ask())
+    await model.aclose()
+
+
+async def test_timeout_before_any_text_is_retried(a: Running) -> None:
+    a.stand_in.enqueue(Hang(0.6), Reply("second try"))
+    model = backend(a.url, timeout_s=0.2, max_retries=1)
+    assert (await model.generate(ask())).text == "second try"
+    await model.aclose()
+
+
+async def test_failure_after_the_first_delta_is_not_retried(a: Running) -> None:
+    a.stand_in.enqueue(Reply("Hello world", break_after_first=True), Reply("never sent"))
+    model = backend(a.url, max_retries=3)
+    deltas: list[str] = []
+    with pytest.raises(BackendError):
+        async for item in model.stream(ask()):
+            assert isinstance(item, Delta)
+            deltas.append(item.text)
+    assert deltas == ["Hell"] and len(a.stand_in.requests) == 1
+    await model.aclose()
+
+
+async def test_stall_mid_stream_is_a_timeout_without_retry(a: Running) -> None:
+    a.stand_in.enqueue(Reply("Hello world", pause_s=0.8))
+    model = backend(a.url, timeout_s=0.2, max_retries=3)
+    with pytest.raises(BackendTimeout):
+        await model.generate(ask())
+    assert len(a.stand_in.requests) == 1
+    await model.aclose()
+
+
+async def test_connection_refused_is_retried_then_fails_with_the_url() -> None:
+    url = closed_port_url()
+    model = backend(url, max_retries=2)
+    with pytest.raises(BackendError, match=url.rsplit(":", 1)[1]):
+        await model.generate(ask())
+    await model.aclose()
+
+
+async def test_sequential_requests_alternate_between_replicas(a: Running, b: Running) -> None:
+    model = backend(a.url, b.url)
+    for _ in range(4):
+        await model.generate(ask())
+    assert (len(a.stand_in.requests), len(b.stand_in.requests)) == (2, 2)
+    await model.aclose()
+
+
+async def test_busy_replica_is_avoided(a: Running, b: Running) -> None:
+    a.stand_in.enqueue(Reply("slow answer", pause_s=0.5))
+    model = backend(a.url, b.url)
+    slow = model.stream(ask())
+    assert isinstance(await anext(slow), Delta)  # a now has one request in flight
+    for _ in range(2):  # the round-robin turn alone would send one of these to a
+        await model.generate(ask())
+    assert (len(a.stand_in.requests), len(b.stand_in.requests)) == (1, 2)
+    assert [item async for item in slow][-1].text == "slow answer"  # type: ignore[union-attr]
+    await model.aclose()
+
+
+async def test_down_replica_is_skipped(b: Running) -> None:
+    accepted = 0
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        writer.close()
+
+    broken = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = broken.sockets[0].getsockname()[1]
+    model = backend(f"http://127.0.0.1:{port}/v1", b.url, backoff_s=1.0, max_backoff_s=1.0)
+    started = time.monotonic()
+    for _ in range(3):
+        assert (await model.generate(ask())).text == "Hello there"
+    assert time.monotonic() - started < 0.9  # switching replica costs no backoff
+    assert accepted == 1 and len(b.stand_in.requests) == 3  # tried once, then left alone
+    broken.close()
+    await model.aclose()
+
+
+async def test_server_error_moves_to_the_other_replica_without_waiting(a: Running, b: Running) -> None:
+    a.stand_in.enqueue(Fail(503, "draining"))
+    model = backend(a.url, b.url, backoff_s=1.0, max_backoff_s=1.0)
+    started = time.monotonic()
+    assert (await model.generate(ask())).extra == {"base_url": b.url}
+    assert time.monotonic() - started < 0.9 and len(a.stand_in.requests) == 1
+    await model.aclose()
+
+
+async def test_refused_replica_fails_over(b: Running) -> None:
+    model = backend(closed_port_url(), b.url, max_retries=1)
+    for _ in range(2):
+        assert (await model.generate(ask())).text == "Hello there"
+    await model.aclose()
+
+
+async def test_base_url_without_path_gets_v1(a: Running) -> None:
+    model = backend(a.url.removesuffix("/v1"))
+    assert (await model.generate(ask())).text == "Hello there"
+    await model.aclose()
+
+
+async def test_check_ready(a: Running, b: Running) -> None:
+    one_up = backend(closed_port_url(), b.url)
+    await one_up.check_ready()
+    all_down = backend(closed_port_url())
+    with pytest.raises(BackendError, match="no replica is ready"):
+        await all_down.check_ready()
+    wrong_model = OpenAIBackend(a.url, "other")
+    with pytest.raises(BackendError, match="does not serve 'other'"):
+        await wrong_model.check_ready()
+    for model in (one_up, all_down, wrong_model):
+        await model.aclose()

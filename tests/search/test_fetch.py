@@ -1,0 +1,278 @@
+"""SafeFetcher against a real HTTP server on 127.0.0.1 (allowed explicitly) and a fake resolver."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+from mmsr_serve.errors import ImageError
+from mmsr_serve.images import encode_image, load_image
+from mmsr_serve.search.fetch import FetchError, SafeFetcher, is_public_address
+
+PNG = encode_image(Image.new("RGB", (4, 4), (10, 20, 30)))
+Route = tuple[int, dict[str, str], bytes]
+
+
+@dataclass
+class Server:
+    """A tiny HTTP/1.1 server: one route table, one request per connection."""
+
+    base: str = ""
+    requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+
+    def route(self, path: str) -> Route:
+        redirects = {
+            "/to-image": "/image.png",
+            "/to-metadata": "http://169.254.169.254/latest/meta-data/",
+            "/to-private": "http://10.0.0.1/admin",
+            "/to-loopback-v6": "http://[::1]/",
+            "/to-file": "file:///etc/passwd",
+            "/loop": "/loop",
+        }
+        if path in redirects:
+            return 302, {"Location": redirects[path]}, b""
+        if path == "/image.png":
+            return 200, {"Content-Type": "image/png"}, PNG
+        if path == "/page":
+            return 200, {"Content-Type": "text/html; charset=utf-8"}, b"<html>hello</html>"
+        if path == "/big-declared":
+            return 200, {"Content-Type": "application/octet-stream"}, b"x" * 50_000
+        return 404, {"Content-Type": "text/plain"}, b"not found"
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            _, path, _ = (await reader.readline()).decode().split(" ", 2)
+            headers = {}
+            while (line := (await reader.readline()).decode().strip()) != "":
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            self.requests.append((path, headers))
+            if path == "/slow":
+                await asyncio.sleep(5)
+            if path == "/big-streamed":  # no Content-Length: chunked, 10 x 10 kB
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n"
+                )
+                for _ in range(10):
+                    writer.write(b"%x\r\n%s\r\n" % (10_000, b"y" * 10_000))
+                    await writer.drain()
+                writer.write(b"0\r\n\r\n")
+            else:
+                status, extra, body = self.route(path)
+                head = [f"HTTP/1.1 {status} X", f"Content-Length: {len(body)}", "Connection: close"]
+                head += [f"{k}: {v}" for k, v in extra.items()]
+                writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+            await writer.drain()
+        except (ConnectionError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Server]:
+    state = Server()
+    srv = await asyncio.start_server(state.handle, "127.0.0.1", 0)
+    state.base = f"http://127.0.0.1:{srv.sockets[0].getsockname()[1]}"
+    async with srv:
+        yield state
+        srv.close()
+
+
+def _fake_resolver(table: dict[str, list[str]]) -> Callable[..., Awaitable[list[Any]]]:
+    async def getaddrinfo(host: str, port: int, **kwargs: Any) -> list[Any]:
+        if host not in table:
+            raise socket.gaierror(socket.EAI_NONAME, "unknown host")
+        out = []
+        for ip in table[host]:
+            family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+            out.append((family, socket.SOCK_STREAM, 6, "", (ip, port)))
+        return out
+
+    return getaddrinfo
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/",
+        "http://127.1.2.3:8080/x",
+        "http://localhost/",
+        "http://[::1]/",
+        "http://10.1.2.3/",
+        "http://172.16.0.1/",
+        "http://192.168.1.1/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fe80::1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://[::ffff:10.0.0.1]/",
+        "http://0.0.0.0/",
+        "http://[::]/",
+        "http://100.64.0.1/",
+        "http://224.0.0.1/",
+        "http://240.0.0.1/",
+        "http://2130706433/",
+    ],
+)
+async def test_non_public_addresses_are_refused(url: str) -> None:
+    with pytest.raises(FetchError, match="non-public"):
+        await SafeFetcher(timeout_s=5).fetch(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["file:///etc/passwd", "ftp://example.com/x", "gopher://example.com/", "data:,hi", "//example.com/x"],
+)
+async def test_only_http_and_https(url: str) -> None:
+    with pytest.raises(FetchError, match="only http and https"):
+        await SafeFetcher().fetch(url)
+
+
+async def test_credentials_and_garbage_are_refused() -> None:
+    with pytest.raises(FetchError, match="credentials"):
+        await SafeFetcher().fetch("http://user:pw@example.com/")
+    with pytest.raises(FetchError):
+        await SafeFetcher().fetch("http://exa mple.com:99999/")
+
+
+async def test_loopback_is_refused_by_default_even_for_a_live_server(server: Server) -> None:
+    with pytest.raises(FetchError):
+        await SafeFetcher().fetch(f"{server.base}/image.png")
+    with pytest.raises(ImageError):
+        await load_image(f"{server.base}/image.png")  # images.py goes through the safe fetcher
+    assert server.requests == []
+
+
+async def test_allowed_loopback_serves_images(server: Server) -> None:
+    fetcher = SafeFetcher(allow=["127.0.0.1"])
+    fetched = await fetcher.fetch(f"{server.base}/image.png")
+    assert (fetched.status, fetched.content_type, fetched.data) == (200, "image/png", PNG)
+    assert await fetcher.fetch_image(f"{server.base}/image.png") == PNG
+    image = await load_image(f"{server.base}/image.png", fetch=fetcher.fetch_image)
+    assert image.size == (4, 4) and image.url == f"{server.base}/image.png"
+
+
+async def test_redirects_are_followed_and_rechecked(server: Server) -> None:
+    fetcher = SafeFetcher(allow=["127.0.0.0/8"], max_redirects=3)
+    fetched = await fetcher.fetch(f"{server.base}/to-image")
+    assert fetched.url == f"{server.base}/image.png" and fetched.data == PNG
+    for path in ("/to-metadata", "/to-private", "/to-loopback-v6"):
+        with pytest.raises(FetchError, match="non-public"):
+            await fetcher.fetch(server.base + path)
+    with pytest.raises(FetchError, match="only http and https"):
+        await fetcher.fetch(f"{server.base}/to-file")
+    with pytest.raises(FetchError, match="redirected more than 3 times"):
+        await fetcher.fetch(f"{server.base}/loop")
+
+
+async def test_size_limits(server: Server) -> None:
+    fetcher = SafeFetcher(allow=["127.0.0.1"], max_bytes=20_000)
+    with pytest.raises(FetchError, match="50000 bytes"):
+        await fetcher.fetch(f"{server.base}/big-declared")
+    with pytest.raises(FetchError, match="larger than the 20000 bytes"):
+        await fetcher.fetch(f"{server.base}/big-streamed")
+    assert len((await fetcher.fetch(f"{server.base}/big-streamed", max_bytes=200_000)).data) == 100_000
+    with pytest.raises(ImageError):
+        await fetcher.fetch_image(f"{server.base}/big-streamed")
+
+
+async def test_content_types_and_statuses(server: Server) -> None:
+    fetcher = SafeFetcher(allow=["127.0.0.1"])
+    with pytest.raises(ImageError, match="text/html"):
+        await fetcher.fetch_image(f"{server.base}/page")
+    page = await fetcher.fetch(f"{server.base}/page", accept=("text/html", "text/plain"))
+    assert page.content_type == "text/html" and page.data == b"<html>hello</html>"
+    with pytest.raises(FetchError) as err:
+        await fetcher.fetch(f"{server.base}/missing")
+    assert err.value.status == 404
+
+
+async def test_overall_timeout(server: Server) -> None:
+    with pytest.raises(FetchError, match=r"longer than 0\.3 s"):
+        await SafeFetcher(allow=["127.0.0.1"], timeout_s=0.3).fetch(f"{server.base}/slow")
+
+
+async def test_one_private_address_among_public_ones_is_enough_to_refuse(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    resolver = _fake_resolver(
+        {"mixed.test": ["93.184.215.14", "10.0.0.7"], "v6.test": ["2606:4700::1", "fc00::1"]}
+    )
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", resolver)
+    for host in ("mixed.test", "v6.test"):
+        with pytest.raises(FetchError, match="non-public"):
+            await SafeFetcher().fetch(f"https://{host}/")
+    with pytest.raises(FetchError, match="cannot resolve"):
+        await SafeFetcher().fetch("https://nowhere.test/")
+
+
+async def test_connects_to_the_checked_address_with_the_original_host(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hostname is resolved once, checked, and the connection goes to that address (no second
+    lookup that a rebinding DNS server could answer differently); the Host header is unchanged."""
+    port = server.base.rsplit(":", 1)[1]
+    resolver = _fake_resolver({"pictures.test": ["127.0.0.1"]})
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", resolver)
+    for allow in (["127.0.0.1"], ["pictures.test"]):
+        fetched = await SafeFetcher(allow=allow).fetch(f"http://pictures.test:{port}/image.png")
+        assert fetched.data == PNG and fetched.url == f"http://pictures.test:{port}/image.png"
+    assert [h["host"] for _, h in server.requests] == [f"pictures.test:{port}"] * 2
+    with pytest.raises(FetchError, match="non-public"):
+        await SafeFetcher(allow=["other.test"]).fetch(f"http://pictures.test:{port}/image.png")
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("8.8.8.8", True),
+        ("2606:4700:4700::1111", True),
+        ("::ffff:8.8.8.8", True),
+        ("127.0.0.1", False),
+        ("::1", False),
+        ("10.0.0.1", False),
+        ("169.254.169.254", False),
+        ("fe80::1", False),
+        ("fec0::1", False),
+        ("fd00::1", False),
+        ("::ffff:169.254.169.254", False),
+        ("::127.0.0.1", False),
+        ("2002:7f00:1::", False),  # 6to4 of 127.0.0.1
+        ("64:ff9b::a00:1", False),  # NAT64 of 10.0.0.1
+        ("64:ff9b::808:808", True),  # NAT64 of 8.8.8.8
+        ("ff02::1", False),
+        ("192.0.2.1", False),  # documentation range
+        ("255.255.255.255", False),
+    ],
+)
+def test_is_public_address(address: str, public: bool) -> None:
+    assert is_public_address(ipaddress.ip_address(address)) is public
+
+
+async def test_https_keeps_the_hostname_for_tls_and_tries_each_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    resolver = _fake_resolver({"secure.test": ["2606:4700::6810:1", "93.184.215.14"]})
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", resolver)
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.host == "2606:4700::6810:1":
+            raise httpx.ConnectError("no route to host", request=request)
+        return httpx.Response(200, headers={"Content-Type": "image/png"}, content=PNG)
+
+    fetcher = SafeFetcher(transport=httpx.MockTransport(handler))
+    assert await fetcher.fetch_image("https://secure.test/a.png?x=1") == PNG
+    assert [r.url.host for r in seen] == ["2606:4700::6810:1", "93.184.215.14"]
+    last = seen[-1]
+    assert str(last.url) == "https://93.184.215.14/a.png?x=1"
+    assert last.headers["host"] == "secure.test" and last.extensions["sni_hostname"] == "secure.test"
