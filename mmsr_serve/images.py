@@ -28,8 +28,9 @@ Fetch = Callable[[str], Awaitable[bytes]]
 
 DEFAULT_MAX_PIXELS = 672 * 672
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
-# Refuse decompression bombs well before PIL's own (warning-only) threshold.
-_MAX_DECODED_PIXELS = 64 * 1024 * 1024
+# Refuse decompression bombs well before PIL's own (warning-only) threshold: 24 megapixels is
+# about 72 MB of RGB while decoding, and more than any camera picture a user would send.
+MAX_DECODED_PIXELS = 24 * 1000 * 1000
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,8 +73,11 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, url: str 
     try:
         with Image.open(io.BytesIO(data)) as probe:
             w, h = probe.size
-            if w * h > _MAX_DECODED_PIXELS:
-                raise ImageError(f"image is {w}x{h} pixels, more than the {_MAX_DECODED_PIXELS} allowed")
+            if w * h > MAX_DECODED_PIXELS:
+                raise ImageError(f"image is {w}x{h} pixels, more than the {MAX_DECODED_PIXELS} allowed")
+            if probe.format == "JPEG":  # decode at a reduced scale that still covers max_pixels
+                scale = math.sqrt(max_pixels / (w * h))
+                probe.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))
             probe.load()
             image = probe.convert("RGB")
     except ImageError:
@@ -113,11 +117,10 @@ async def load_image(
     """Load an image from a path, bytes, PIL image, data URL or http(s) URL."""
     if isinstance(source, InputImage):
         return source
-    if isinstance(source, Image.Image):
-        data = encode_image(source.convert("RGB"))
-        return decode_image(data, max_pixels=max_pixels)
     url: str | None = None
-    if isinstance(source, bytes):
+    if isinstance(source, Image.Image):
+        data = await asyncio.to_thread(encode_image, source.convert("RGB"))
+    elif isinstance(source, bytes):
         data = source
     elif isinstance(source, str) and source.startswith("data:"):
         data = parse_data_url(source)
@@ -131,4 +134,5 @@ async def load_image(
         data = await asyncio.to_thread(_read_file, Path(os.fspath(source)), max_bytes)
     if len(data) > max_bytes:
         raise ImageError(f"image is {len(data)} bytes, more than the {max_bytes} allowed")
-    return decode_image(data, max_pixels=max_pixels, url=url)
+    # Decoding a large picture takes up to a second: keep it off the event loop.
+    return await asyncio.to_thread(decode_image, data, max_pixels=max_pixels, url=url)

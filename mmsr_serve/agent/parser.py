@@ -28,10 +28,12 @@ STOP_STRINGS: tuple[str, ...] = tuple(close for _, _, close in _ACTIONS)
 
 _TAG = r"</?(?:reason|answer|search|text_search)>"
 _NO_TAG = rf"(?:(?!{_TAG}).)"
+# A non-empty body without tags. Leading white space, then the first visible character, then the
+# rest: one way to split any text, so a turn that does not match fails in linear time.
+_BODY = rf"\s*(?:(?!{_TAG})\S){_NO_TAG}*"
 _WELL_FORMED = re.compile(
-    rf"\s*<reason>{_NO_TAG}*?\S{_NO_TAG}*</reason>\s*"
-    rf"(?:<answer>{_NO_TAG}*?\S{_NO_TAG}*</answer>|<search>\s*<img>\s*</search>"
-    rf"|<text_search>{_NO_TAG}*?\S{_NO_TAG}*</text_search>)\s*",
+    rf"\s*<reason>{_BODY}</reason>\s*"
+    rf"(?:<answer>{_BODY}</answer>|<search>\s*<img>\s*</search>|<text_search>{_BODY}</text_search>)\s*",
     re.DOTALL,
 )
 

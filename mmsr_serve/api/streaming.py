@@ -38,6 +38,7 @@ from mmsr_serve.api.schemas import ChatCompletionChunk, ChoiceDelta, ChunkChoice
 logger = logging.getLogger("mmsr.api")
 
 _OPEN, _CLOSE = "<reason>", "</reason>"
+_ENDS = (_CLOSE, "<answer>", "<search>", "<text_search>")
 
 
 def _partial_suffix(text: str, tokens: Sequence[str]) -> int:
@@ -58,7 +59,12 @@ def live_reasoning(raw: str) -> str:
         return ""
     body = raw[start + len(_OPEN) :]
     end = body.find(_CLOSE)
-    body = body[:end] if end >= 0 else body[: len(body) - _partial_suffix(body, [_CLOSE])]
+    if end >= 0:
+        return body[:end].strip()
+    # No </reason> yet: an action tag may still end the reasoning (a model that forgot to close
+    # it), so stop before any of them, as the parser does once the turn is complete.
+    cuts = [i for i in (body.find(tag) for tag in _ENDS) if i >= 0]
+    body = body[: min(cuts)] if cuts else body[: len(body) - _partial_suffix(body, _ENDS)]
     return body.strip()
 
 
@@ -152,6 +158,8 @@ class StreamContext:
     return_trace: bool
     on_done: Callable[[list[AgentResult]], None] = lambda results: None
     on_error: Callable[[BaseException], None] = lambda exc: None
+    trace_extras: Callable[[], dict[str, Any]] = dict
+    """Request-level fields added to each choice's trace (the provider calls' ``cost`` so far)."""
 
 
 def _sse(payload: dict[str, Any]) -> dict[str, str]:
@@ -193,5 +201,6 @@ def _finish_chunks(ctx: StreamContext, stream: ChoiceStream, result: AgentResult
     pieces, last = stream.finish(result)
     extras: dict[str, Any] = {"search_results": render.search_results_of(result.searches)}
     if ctx.return_trace:
-        extras["trace"] = render.trace_of([result], ctx.mode, ctx.limits, first_choice=stream.index)
+        trace = render.trace_of([result], ctx.mode, ctx.limits, first_choice=stream.index)
+        extras["trace"] = {**trace, **ctx.trace_extras()}
     return [*(_chunk(ctx, [piece]) for piece in pieces), _chunk(ctx, [last], **extras)]

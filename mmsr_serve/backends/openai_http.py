@@ -31,7 +31,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import openai
 from openai import AsyncOpenAI
@@ -52,6 +52,15 @@ class _Replica:
     client: AsyncOpenAI
     in_flight: int = 0
     down_until: float = 0.0
+
+    @property
+    def label(self) -> str:
+        """The URL without credentials, for logs and error messages."""
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        netloc = f"[{host}]" if ":" in host else host
+        netloc += f":{parts.port}" if parts.port else ""
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 class OpenAIBackend(ModelBackend):
@@ -121,19 +130,25 @@ class OpenAIBackend(ModelBackend):
                             choice, "matched_stop", None
                         )
         except openai.OpenAIError as exc:
-            raise _translate(exc, replica.url, self.timeout_s) from exc
+            raise _translate(exc, replica.label, self.timeout_s) from exc
         finally:
             replica.in_flight -= 1
             await chunks.close()
+        if finish not in ("stop", "length"):
+            # A stream that ends without a finish reason was cut (connection closed); "abort" and
+            # other values mean the server gave up. Neither is a complete turn.
+            raise BackendError(
+                f"{replica.label}: the stream ended without finishing (finish_reason={finish})"
+            )
         if isinstance(stop_reason, str) and stop_reason and not text.endswith(stop_reason):
             text += stop_reason
             yield Delta(stop_reason)
         yield Completion(
             text,
-            "length" if finish == "length" else "stop",
+            finish,
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens if usage else None,
-            extra={"base_url": replica.url},
+            extra={"base_url": replica.label},
         )
 
     async def _open(self, params: dict[str, Any]) -> tuple[_Replica, Any, list[Any]]:
@@ -180,12 +195,12 @@ class OpenAIBackend(ModelBackend):
                         if chunks is not None:
                             await chunks.close()
                         if isinstance(exc, openai.OpenAIError):
-                            log.info("%s: %s", replica.url, _describe(exc))
+                            log.info("%s: %s", replica.label, _describe(exc))
                         if type(exc) is openai.APIConnectionError:  # refused or reset, not slow
                             replica.down_until = time.monotonic() + self._cooldown_s
                         raise
         except openai.OpenAIError as exc:
-            raise _translate(exc, replica.url, self.timeout_s) from exc
+            raise _translate(exc, replica.label, self.timeout_s) from exc
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
     def _healthy(self) -> list[_Replica]:
@@ -252,10 +267,10 @@ class OpenAIBackend(ModelBackend):
         except openai.OpenAIError as exc:
             if isinstance(exc, openai.APIConnectionError):
                 replica.down_until = time.monotonic() + self._cooldown_s
-            return f"{replica.url}: {_describe(exc)}"
+            return f"{replica.label}: {_describe(exc)}"
         replica.down_until = 0.0
         if self.model not in served:
-            return f"{replica.url} does not serve {self.model!r} (it serves {served})"
+            return f"{replica.label} does not serve {self.model!r} (it serves {served})"
         return None
 
     async def aclose(self) -> None:

@@ -8,13 +8,15 @@ the agent loop turns that into a tool result the model reads.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from PIL import Image
 
-from mmsr_serve.images import InputImage
+from mmsr_serve.errors import ImageError
+from mmsr_serve.images import InputImage, decode_image
+
+THUMBNAIL_MAX_PIXELS = 256 * 256
 
 
 @dataclass(frozen=True)
@@ -25,10 +27,14 @@ class ImageHit:
     score: float | None = None
 
     def thumbnail_image(self) -> Image.Image | None:
+        """The decoded thumbnail, or None when there is none or it is not a usable image (a
+        provider's bad bytes must not break the run: the hit is then shown by its title only)."""
         if self.thumbnail is None:
             return None
-        with Image.open(io.BytesIO(self.thumbnail)) as img:
-            return img.convert("RGB")
+        try:
+            return decode_image(self.thumbnail, max_pixels=THUMBNAIL_MAX_PIXELS).image
+        except ImageError:
+            return None
 
 
 @dataclass(frozen=True)

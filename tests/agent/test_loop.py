@@ -339,3 +339,13 @@ async def test_mode_always_accepts_an_answer_when_no_turn_is_left() -> None:
     agent = SearchAgent(backend, image_search=FakeImageSearch(image_hits()), text_search=FakeTextSearch())
     result = await agent.run("Q?", photo(), mode="always", limits=Limits(max_turns=1))
     assert (result.answer, result.search_calls) == ("a", {"image": 1, "text": 0})
+
+
+async def test_an_undecodable_thumbnail_is_shown_by_its_title_only() -> None:
+    hits = [ImageHit("Broken", "https://img.example/broken", b"<html>not an image</html>"), *image_hits(1)]
+    backend = ScriptedBackend([IMG, f"{R}<answer>x</answer>"])
+    result = await SearchAgent(backend, image_search=FakeImageSearch(hits)).run("Q?", photo())
+    after_image = backend.requests[1].messages[-1]
+    assert len(after_image.images) == 1  # only the good thumbnail
+    assert "1. Title: Broken" in after_image.text and "2. Title: Page 0" in after_image.text
+    assert result.finish_reason == "stop"

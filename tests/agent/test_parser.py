@@ -161,3 +161,11 @@ def test_a_malformed_turn_invalidates_a_valid_shape() -> None:
     assert not check.valid
     assert check.shape == ("image_search", "answer")
     assert check.reason == "turn 2 is not <reason>...</reason> + one action"
+
+
+def test_long_turns_that_do_not_match_are_checked_in_linear_time() -> None:
+    # A turn cut at its token limit: the old pattern backtracked quadratically on these
+    # (2-3 s at 16k characters, minutes at this size).
+    long_answer = "<reason>x</reason><answer>" + "a" * 200_000 + "</answer> trailing"
+    assert parse_turn(long_answer).action == "none"
+    assert not parse_turn("<reason>" + "word " * 40_000).well_formed

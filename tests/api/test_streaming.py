@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 
 from mmsr_serve.backends import ScriptedBackend
 from mmsr_serve.errors import BackendError
@@ -79,13 +80,19 @@ async def test_chunk_order_reasoning_searches_answer_usage(
     assert kinds.index("content") > len(kinds) - 1 - kinds[::-1].index("search")
 
 
-async def test_streamed_fields_equal_the_non_streamed_ones(app_client: AppClient) -> None:
-    turn = "<reason>  spaced   reasoning  </reason>  <answer> Paris </answer>"
+@pytest.mark.parametrize(
+    "turn",
+    [
+        "<reason>  spaced   reasoning  </reason>  <answer> Paris </answer>",
+        "<reason>It is the Belem tower, so <answer>Lisbon</answer>",  # </reason> forgotten
+    ],
+)
+async def test_streamed_fields_equal_the_non_streamed_ones(app_client: AppClient, turn: str) -> None:
     client = app_client(ScriptedBackend([turn, turn]))
     body = {"messages": [{"role": "user", "content": "Q?"}]}
     full = (await client.post("/v1/chat/completions", json=body)).json()["choices"][0]["message"]
     _, events = await stream(client, body)
-    assert joined(events[:-1], "content") == full["content"] == "Paris"
+    assert joined(events[:-1], "content") == full["content"] in ("Paris", "Lisbon")
     assert joined(events[:-1], "reasoning_content") == full["reasoning_content"]
 
 

@@ -421,3 +421,26 @@ async def test_check_ready(a: Running, b: Running) -> None:
         await wrong_model.check_ready()
     for model in (one_up, all_down, wrong_model):
         await model.aclose()
+
+
+@pytest.mark.parametrize("finish", [None, "abort"])
+async def test_stream_without_a_proper_finish_is_an_error_not_an_answer(
+    a: Running, finish: str | None
+) -> None:
+    # a stream cut short must never become a confident "stop" whose closing tag the loop restores
+    a.stand_in.enqueue(Reply("<reason>r</reason><answer>Lis", finish=finish))  # type: ignore[arg-type]
+    model = backend(a.url)
+    with pytest.raises(BackendError, match="ended without finishing"):
+        await model.generate(ask())
+    await model.aclose()
+
+
+async def test_credentials_in_a_base_url_never_reach_errors(a: Running) -> None:
+    host_port = a.url.removeprefix("http://").removesuffix("/v1")
+    a.stand_in.enqueue(Fail(400, "bad request"))
+    model = backend(f"http://admin:s3cret@{host_port}/v1")
+    with pytest.raises(BackendError) as caught:
+        await model.generate(ask())
+    assert "s3cret" not in str(caught.value) and "admin" not in str(caught.value)
+    assert host_port in str(caught.value)
+    await model.aclose()

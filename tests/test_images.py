@@ -1,0 +1,48 @@
+import base64
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from mmsr_serve.errors import ImageError
+from mmsr_serve.images import MAX_DECODED_PIXELS, decode_image, encode_image, load_image
+
+
+def jpeg(size: tuple[int, int]) -> bytes:
+    return encode_image(Image.radial_gradient("L").convert("RGB").resize(size), "JPEG")
+
+
+async def test_every_source_kind_loads_to_the_same_bounded_image(tmp_path: Path) -> None:
+    data = jpeg((1600, 1200))
+    path = tmp_path / "p.jpg"
+    path.write_bytes(data)
+    url = "data:image/jpeg;base64," + base64.b64encode(data).decode()
+    with Image.open(io.BytesIO(data)) as pil:
+        sources = [data, path, str(path), url, pil.convert("RGB")]
+        loaded = [await load_image(s, max_pixels=672 * 672) for s in sources]
+    for image in loaded:
+        w, h = image.size
+        assert w * h <= 672 * 672 and abs(w / h - 4 / 3) < 0.02
+    assert loaded[0].sha256 == loaded[1].sha256 == loaded[3].sha256  # content, not source
+
+
+async def test_bad_images_are_image_errors(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match="cannot decode"):
+        await load_image(b"GIF89a broken")
+    with pytest.raises(ImageError, match="not found"):
+        await load_image(tmp_path / "missing.png")
+    with pytest.raises(ImageError, match="data:image"):
+        await load_image("data:text/plain;base64,aGk=")
+    with pytest.raises(ImageError, match="base64"):
+        await load_image("data:image/png;base64,@@@")
+    with pytest.raises(ImageError, match="bytes, more than"):
+        await load_image(jpeg((64, 64)), max_bytes=100)
+
+
+def test_decompression_bombs_are_refused_before_decoding() -> None:
+    side = int(MAX_DECODED_PIXELS**0.5) + 100
+    buf = io.BytesIO()
+    Image.new("1", (side, side)).save(buf, "PNG")  # a few kB on the wire
+    with pytest.raises(ImageError, match="pixels, more than"):
+        decode_image(buf.getvalue())
