@@ -1,0 +1,215 @@
+"""``mmsr eval``: question sets through a model in every search mode -> table, plot and outcomes.
+
+Only typer is imported with the module (``mmsr --help`` stays fast); the rest when the command runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import typer
+
+if TYPE_CHECKING:
+    from mmsr_train.eval.evaluate import Outcome
+    from mmsr_train.eval.runners import Runner
+    from mmsr_train.world.questions import Question
+
+Opt = typer.Option
+DEFAULT_OUT = Path("eval-results")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the runs go: a running mmsr server, or an agent built here around a backend."""
+
+    server: str | None = None
+    api_key: str | None = None
+    backend: str = "hf"
+    backend_url: str = "http://127.0.0.1:8000/v1"
+    index: Path | None = None
+    prompt_pack: Path | None = None
+    device: str = "auto"
+    temperature: float = 0.0
+
+    async def runner(self, model: str | None) -> Runner:
+        from mmsr_train.eval.runners import ServerRunner
+
+        if self.server is not None:
+            name = model or await served_model(self.server, self.api_key)
+            return ServerRunner(self.server, name, api_key=self.api_key, temperature=self.temperature)
+        if not model:
+            raise ValueError("--model is required (a checkpoint for hf, a model name for openai)")
+        return self._agent_runner(model)
+
+    def _agent_runner(self, model: str) -> Runner:
+        from mmsr_serve.agent import SearchAgent, load_pack
+        from mmsr_serve.backends.base import ModelBackend
+        from mmsr_serve.search.local import LocalIndex
+        from mmsr_train.checkpoint import PACK_FILE
+        from mmsr_train.eval.runners import AgentRunner
+
+        engine: ModelBackend
+        pack = self.prompt_pack
+        if self.backend == "hf":
+            from mmsr_serve.backends.hf import TransformersBackend
+
+            engine, label = TransformersBackend(model, device=self.device), Path(model).name
+            if pack is None and (Path(model) / PACK_FILE).is_file():
+                pack = Path(model) / PACK_FILE
+        else:
+            from mmsr_serve.backends.openai_http import OpenAIBackend
+
+            engine, label = OpenAIBackend(self.backend_url, model), model
+        search = None
+        if self.index is not None:
+            search = LocalIndex(self.index)
+            search.ensure_index()
+        agent = SearchAgent(engine, search, pack=load_pack(pack) if pack else None)
+        return AgentRunner(agent, label, temperature=self.temperature)
+
+
+async def served_model(server: str, api_key: str | None) -> str:
+    """The first model a server lists."""
+    from openai import AsyncOpenAI
+
+    async with AsyncOpenAI(base_url=server, api_key=api_key or "EMPTY") as client:
+        page = await client.models.list()
+    if not page.data:
+        raise ValueError(f"{server} serves no model")
+    return page.data[0].id
+
+
+def load_question_sets(paths: Sequence[Path], splits: Sequence[str], limit: int | None) -> list[Question]:
+    """The questions of every file, kept to ``splits`` (if any), the first ``limit`` per split."""
+    from mmsr_train.world.questions import read_questions
+
+    questions = [q for path in paths for q in read_questions(path) if not splits or q.split in splits]
+    if limit is None:
+        return questions
+    taken: dict[str, int] = {}
+    kept = []
+    for q in questions:
+        taken[q.split] = taken.get(q.split, 0) + 1
+        if taken[q.split] <= limit:
+            kept.append(q)
+    return kept
+
+
+async def run_evaluation(
+    target: Target,
+    models: Sequence[str | None],
+    questions: Sequence[Question],
+    modes: Sequence[str],
+    *,
+    concurrency: int = 4,
+    progress: bool = True,
+) -> list[Outcome]:
+    """Evaluate each model in turn (one runner at a time, closed after its runs)."""
+    from mmsr_train.eval.evaluate import evaluate
+
+    outcomes: list[Outcome] = []
+    for model in models or [None]:
+        runner = await target.runner(model)
+        try:
+            outcomes += await evaluate(runner, questions, modes, concurrency=concurrency, progress=progress)
+        finally:
+            await runner.aclose()
+    return outcomes
+
+
+def write_results(out: Path, outcomes: Sequence[Outcome], *, command: str = "", title: str = "") -> str:
+    """outcomes.jsonl, summary.json, report.md and plot.png under ``out``; returns the report.
+
+    Without matplotlib (the ``eval`` extra) the plot is skipped with a warning on stderr.
+    """
+    from mmsr_train.eval.report import markdown_report, summarize
+
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "outcomes.jsonl").open("w", encoding="utf-8") as f:
+        f.writelines(json.dumps(o.to_json(), ensure_ascii=False) + "\n" for o in outcomes)
+    rows = summarize(outcomes)
+    (out / "summary.json").write_text(json.dumps([r.to_json() for r in rows], indent=1) + "\n")
+    report = markdown_report(rows, command=command or None)
+    (out / "report.md").write_text(report, encoding="utf-8")
+    if importlib.util.find_spec("matplotlib") is None:
+        typer.echo("plot skipped: matplotlib is not installed (pip install 'mmsr[eval]')", err=True)
+    else:
+        from mmsr_train.eval.plot import plot_rows
+
+        plot_rows(rows, out / "plot.png", title=title)
+    return report
+
+
+def _command(questions: Sequence[Path], options: dict[str, object]) -> str:
+    """The ``mmsr eval`` line that reproduces a run (options left at their defaults omitted)."""
+    words = ["mmsr", "eval", *(str(p) for p in questions)]
+    for name, value in options.items():
+        for item in value if isinstance(value, list) else [value]:
+            words += [f"--{name}", str(item)]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def eval_command(
+    questions: Annotated[list[Path], typer.Argument(help="Question set files (JSONL).", exists=True)],
+    model: Annotated[
+        list[str] | None, Opt(help="Checkpoint (hf), model name (openai, --server); repeat to compare.")
+    ] = None,
+    backend: Annotated[Literal["hf", "openai"], Opt(help="In-process model backend.")] = "hf",
+    backend_url: Annotated[str, Opt(help="Model server for --backend openai.")] = Target.backend_url,
+    index: Annotated[Path | None, Opt(help="Corpus folder of the local index (in-process runs).")] = None,
+    server: Annotated[str | None, Opt(help="Evaluate a running mmsr server (its /v1 URL) instead.")] = None,
+    api_key: Annotated[str | None, Opt(help="Key for --server.", envvar="MMSR_API_KEY")] = None,
+    mode: Annotated[list[str] | None, Opt(help="Search modes (default: off, always, auto).")] = None,
+    split: Annotated[list[str] | None, Opt(help="Keep only these splits.")] = None,
+    limit: Annotated[int | None, Opt(help="At most this many questions per split.", min=1)] = None,
+    concurrency: Annotated[int, Opt(help="Runs in flight at once.", min=1)] = 4,
+    temperature: Annotated[float, Opt(help="Sampling temperature (0: greedy).")] = 0.0,
+    device: Annotated[str, Opt(help="hf only: cpu, cuda, cuda:N or auto.")] = "auto",
+    prompt_pack: Annotated[Path | None, Opt(help="Prompt pack (default: the checkpoint's).")] = None,
+    out: Annotated[
+        Path, Opt(help="Folder for report.md, plot.png, summary.json, outcomes.jsonl.")
+    ] = DEFAULT_OUT,
+    title: Annotated[str, Opt(help="Plot title.")] = "",
+    progress: Annotated[bool, Opt(help="Show a progress bar.")] = True,
+) -> None:
+    """Evaluate question sets in the search modes off, always and auto: the paper's table.
+
+    Reports EM accuracy, search ratio, searches and turns per question for every split, as
+    markdown (printed, and in OUT/report.md) and a plot (OUT/plot.png).
+    """
+    from mmsr_serve.errors import MMSRError
+    from mmsr_train.eval.evaluate import MODES, EvaluationFailed
+
+    try:
+        items = load_question_sets(questions, split or [], limit)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if not items:
+        raise typer.BadParameter("no questions to evaluate")
+    if server is None and index is None:
+        typer.echo("warning: no --index, so the model gets no search tools", err=True)
+    target = Target(server, api_key, backend, backend_url, index, prompt_pack, device, temperature)
+    chosen: dict[str, object] = {"backend": backend if server is None else None, "model": model}
+    chosen |= {"index": index, "server": server, "mode": mode, "split": split, "limit": limit}
+    chosen |= {"backend-url": backend_url if backend == "openai" and server is None else None}
+    chosen |= {"device": None if device == "auto" else device, "prompt-pack": prompt_pack}
+    chosen["temperature"] = temperature or None
+    command = _command(questions, {k: v for k, v in chosen.items() if v})
+    try:
+        outcomes = asyncio.run(
+            run_evaluation(
+                target, model or [], items, mode or list(MODES), concurrency=concurrency, progress=progress
+            )
+        )
+    except (EvaluationFailed, MMSRError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(write_results(out, outcomes, command=command, title=title))
+    typer.echo(f"results written to {out}/")

@@ -1,0 +1,127 @@
+"""The numbers of an evaluation, per model, split and mode, and the tables that show them.
+
+For each group of outcomes (:class:`Row`):
+
+- accuracy: exact match after the reward's normalisation (:func:`mmsr_train.reward.is_correct`);
+- search ratio: the share of questions with at least one search (the paper's SR);
+- searches per question: image and text searches, summed, over all questions;
+- mean turns: model turns per question (corrective turns included);
+- errors: runs that failed (counted as wrong).
+
+The split ``all`` pools every question of the evaluation (each question weighs the same).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from mmsr_train.eval.evaluate import MODES, Outcome
+
+ALL = "all"
+MODE_NAMES = {"off": "off (no search)", "always": "always (RAG workflow)", "auto": "auto (on demand)"}
+
+
+@dataclass(frozen=True)
+class Row:
+    model: str
+    split: str
+    mode: str
+    n: int
+    accuracy: float
+    search_ratio: float
+    searches_per_question: float
+    image_searches_per_question: float
+    text_searches_per_question: float
+    mean_turns: float
+    errors: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _row(model: str, split: str, mode: str, group: Sequence[Outcome]) -> Row:
+    n = len(group)
+    return Row(
+        model=model,
+        split=split,
+        mode=mode,
+        n=n,
+        accuracy=sum(o.correct for o in group) / n,
+        search_ratio=sum(o.searches > 0 for o in group) / n,
+        searches_per_question=sum(o.searches for o in group) / n,
+        image_searches_per_question=sum(o.image_searches for o in group) / n,
+        text_searches_per_question=sum(o.text_searches for o in group) / n,
+        mean_turns=sum(o.turns for o in group) / n,
+        errors=sum(o.error is not None for o in group),
+    )
+
+
+def _ordered(values: Iterable[str], first: Sequence[str] = ()) -> list[str]:
+    seen = list(dict.fromkeys(values))
+    return [v for v in first if v in seen] + [v for v in seen if v not in first]
+
+
+def summarize(outcomes: Sequence[Outcome]) -> list[Row]:
+    """One row per (model, split, mode), then per (model, ``all``, mode); models and splits in
+    the order they first appear, modes as off, always, auto."""
+    rows = []
+    models = _ordered(o.model for o in outcomes)
+    splits = _ordered(o.split for o in outcomes)
+    modes = _ordered((o.mode for o in outcomes), MODES)
+    for model in models:
+        for split in [*splits, ALL]:
+            for mode in modes:
+                group = [
+                    o for o in outcomes if o.model == model and o.mode == mode and split in (ALL, o.split)
+                ]
+                if group:
+                    rows.append(_row(model, split, mode, group))
+    return rows
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def headline_table(rows: Sequence[Row]) -> str:
+    """The paper's table in miniature: accuracy per split, then over all, search ratio overall."""
+    splits = [s for s in _ordered(r.split for r in rows) if s != ALL]
+    multi = len({r.model for r in rows}) > 1
+    head = ["model"] * multi + ["mode", *splits, ALL, "SR", "searches/q"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    by_key = {(r.model, r.split, r.mode): r for r in rows}
+    for r in (r for r in rows if r.split == ALL):
+        cells = [r.model] * multi + [MODE_NAMES.get(r.mode, r.mode)]
+        cells += [
+            _pct(by_key[(r.model, s, r.mode)].accuracy) if (r.model, s, r.mode) in by_key else ""
+            for s in splits
+        ]
+        cells += [_pct(r.accuracy), f"{_pct(r.search_ratio)}%", f"{r.searches_per_question:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def detail_table(rows: Sequence[Row]) -> str:
+    """Every row: n, accuracy, search ratio, searches (image, text) per question, turns, errors."""
+    head = ["model", "split", "mode", "n", "EM %", "search ratio %", "searches/q", "image/q", "text/q"]
+    head += ["turns", "errors"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r.model, r.split, r.mode, str(r.n), _pct(r.accuracy), _pct(r.search_ratio)]
+        cells += [f"{x:.2f}" for x in (r.searches_per_question, r.image_searches_per_question)]
+        cells += [f"{r.text_searches_per_question:.2f}", f"{r.mean_turns:.2f}", str(r.errors)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown_report(rows: Sequence[Row], *, command: str | None = None) -> str:
+    parts = [
+        "## Accuracy (EM %) per split, search ratio (SR) and searches per question",
+        headline_table(rows),
+    ]
+    parts += ["## Details", detail_table(rows)]
+    if command:
+        parts += ["Reproduce with:", f"```bash\n{command}\n```"]
+    return "\n\n".join(parts) + "\n"
