@@ -5,7 +5,10 @@
 
 Without ``backend`` one is built from the settings: ``openai`` (any OpenAI-compatible server, one
 or several replicas) or ``hf`` (the checkpoint folder ``model``, loaded in-process; torch is
-imported only then). Without ``search`` the local index of ``settings.index`` is used, if any.
+imported only then). Without ``search`` the search tools are built from the settings
+(:func:`~mmsr_serve.search.factory.build_search`: ``image_search`` / ``text_search`` provider
+chains, the local index of ``settings.index`` by default), their calls counted in the metrics,
+and what looks misconfigured is logged as a warning at start-up.
 The prompt pack is ``settings.prompt_pack``, else the pack saved next to an ``hf`` checkpoint
 (:data:`CHECKPOINT_PACK_FILES`), else the default pack.
 
@@ -15,6 +18,7 @@ Middleware, outermost first: metrics (every response counted), auth, body limit.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,6 +34,7 @@ from mmsr_serve.api.auth import AuthMiddleware
 from mmsr_serve.api.body import BodyLimitMiddleware
 from mmsr_serve.api.errors import install_error_handlers
 from mmsr_serve.api.metrics import Metrics, MetricsMiddleware
+from mmsr_serve.api.public import router as public_router
 from mmsr_serve.api.routes import Runtime, router
 from mmsr_serve.api.runs import Slots
 from mmsr_serve.api.settings import Settings
@@ -37,8 +42,11 @@ from mmsr_serve.backends.base import ModelBackend
 from mmsr_serve.errors import ConfigError
 from mmsr_serve.images import Fetch
 from mmsr_serve.search.base import ImageSearchTool, TextSearchTool
+from mmsr_serve.search.costs import Meter
+from mmsr_serve.search.factory import SearchTools, build_search
 
 CHECKPOINT_PACK_FILES = ("prompt_pack.json", "prompt_pack.yaml")
+log = logging.getLogger("mmsr.search")
 
 
 def create_app(
@@ -49,32 +57,41 @@ def create_app(
     fetch: Fetch | None = None,
 ) -> FastAPI:
     backend = backend or build_backend(settings)
-    if search is None and settings.index is not None:
-        from mmsr_serve.search.local import LocalIndex
-
-        search = LocalIndex(settings.index)
+    metrics = Metrics()
+    built: SearchTools | None = None
     tools: Any = search
-    if search is not None and settings.search_cache is not None:
+    if search is None:
+        built = build_search(settings.search_config(), meter=Meter(settings.search_prices))
+        built.meter.subscribe(metrics.observe_provider_call)
+        for warning in built.warnings:
+            log.warning("%s", warning)
+    elif isinstance(settings.search_cache, Path):
         from mmsr_serve.search.cache import cached
 
         tools = cached(search, settings.search_cache, mode=settings.search_cache_mode)
     fetch = fetch or _build_fetch(settings)
-    agent = SearchAgent(backend, tools, limits=settings.limits(), pack=_pack(settings), fetch=fetch)
-    metrics = Metrics()
+    common: dict[str, Any] = {"limits": settings.limits(), "pack": _pack(settings), "fetch": fetch}
+    if built is not None:
+        agent = SearchAgent(backend, image_search=built.image, text_search=built.text, **common)
+    else:
+        agent = SearchAgent(backend, tools, **common)
+    index = built.local if built is not None else search
     runtime = Runtime(
-        settings, agent, metrics, Slots(settings.max_concurrent_requests), fetch, int(time.time())
+        settings, agent, metrics, Slots(settings.max_concurrent_requests), fetch, int(time.time()), index
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        ensure = getattr(search, "ensure_index", None)
+        ensure = getattr(index, "ensure_index", None)
         if ensure is not None:
             await asyncio.to_thread(ensure)
         try:
             yield
         finally:
             await backend.aclose()
-            for closing in {id(t): t for t in (tools, search)}.values():
+            if built is not None:
+                await built.aclose()
+            for closing in {id(t): t for t in (tools, search) if t is not None}.values():
                 close = getattr(closing, "close", None)
                 if close is not None:
                     close()
@@ -82,7 +99,9 @@ def create_app(
     app = FastAPI(title="mmsr", version=__version__, lifespan=lifespan)
     app.state.runtime = runtime
     app.state.metrics = metrics
+    app.state.publisher = built.publisher if built is not None else None
     app.include_router(router)
+    app.include_router(public_router)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(AuthMiddleware, keys=settings.api_keys)

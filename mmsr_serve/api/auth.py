@@ -1,4 +1,6 @@
-"""API keys: ``Authorization: Bearer KEY`` on every path but ``/health`` and ``/metrics``.
+"""API keys: ``Authorization: Bearer KEY`` on every path but ``/health``, ``/metrics`` and the
+images published for reverse image search (``/public/images/...``, guarded by their unguessable,
+expiring tokens: the search provider fetching them has no key).
 
 Keys are compared in constant time (each given key is compared with every configured key, so the
 time does not tell which one nearly matched). Without configured keys the server is open.
@@ -11,6 +13,7 @@ import hmac
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mmsr_serve.api.errors import Unauthorized, error_response
+from mmsr_serve.search.publish import PUBLIC_IMAGE_PATH
 
 OPEN_PATHS = frozenset({"/health", "/metrics"})
 
@@ -28,7 +31,8 @@ class AuthMiddleware:
         self.keys = list(keys)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.keys or scope["path"] in OPEN_PATHS:
+        path = scope["path"] if scope["type"] == "http" else ""
+        if not self.keys or not path or path in OPEN_PATHS or path.startswith(PUBLIC_IMAGE_PATH):
             await self.app(scope, receive, send)
             return
         header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")

@@ -32,8 +32,20 @@ def serve(
     served_model_name: Annotated[str | None, Opt(help="Model id clients use (default: --model).")] = None,
     device: Annotated[str | None, Opt(help="hf backend: cpu, cuda, cuda:N or auto.")] = None,
     index: Annotated[Path | None, Opt(help="Local search corpus folder (docs.jsonl + images).")] = None,
-    search_cache: Annotated[Path | None, Opt(help="SQLite file caching every search.")] = None,
+    search_cache: Annotated[Path | None, Opt(help="SQLite file caching every search, or 'off'.")] = None,
     search_cache_mode: Annotated[str | None, Opt(help="readwrite, replay or refresh.")] = None,
+    image_search: Annotated[
+        str | None, Opt(help="Image search providers in fallback order: serpapi-lens,local.")
+    ] = None,
+    text_search: Annotated[
+        str | None, Opt(help="Text search providers in fallback order, e.g. serpapi,duckduckgo.")
+    ] = None,
+    page_reader: Annotated[str | None, Opt(help="Web pages read by: local (default), jina or none.")] = None,
+    summarizer_base_url: Annotated[str | None, Opt(help="OpenAI-compatible summarizer server.")] = None,
+    summarizer_model: Annotated[str | None, Opt(help="Summarizer model (default: BM25 extracts).")] = None,
+    public_base_url: Annotated[
+        str | None, Opt(help="This server's public URL, for reverse image search of uploads.")
+    ] = None,
     prompt_pack: Annotated[Path | None, Opt(help="Prompt pack file (JSON or YAML).")] = None,
     host: Annotated[str | None, Opt(help="Bind address (default 127.0.0.1).")] = None,
     port: Annotated[int | None, Opt(help="Port (default 8080).")] = None,
@@ -53,7 +65,11 @@ def serve(
     request_timeout: Annotated[float | None, Opt(help="Seconds per request (default 600).")] = None,
     log_level: Annotated[str | None, Opt(help="critical, error, warning, info or debug.")] = None,
 ) -> None:
-    """Serve the search loop behind an OpenAI-compatible /v1/chat/completions."""
+    """Serve the search loop behind an OpenAI-compatible /v1/chat/completions.
+
+    Web search provider keys come from the environment (SERPAPI_API_KEY, BRAVE_API_KEY, ...) or the
+    config file, never from flags: see docs/search.md.
+    """
     overrides: dict[str, Any] = dict(locals())
     overrides.pop("config")
     import uvicorn

@@ -8,6 +8,10 @@ mmsr_tokens_total{kind}                           prompt / completion tokens ove
 mmsr_search_duration_seconds{kind, provider}      one search
 mmsr_search_calls_total{kind, provider, outcome}  searches run (outcome: ok, error)
 mmsr_search_cache_hits_total{kind, provider}      searches answered from the cache
+mmsr_search_provider_calls_total{provider, outcome}  calls to web providers, readers, summarizers
+                                                  (each HTTP attempt; outcome: ok, timeout, ...)
+mmsr_search_provider_tokens_total{provider}       tokens billed by the provider (reader, summarizer)
+mmsr_search_cost_usd_total{provider}              estimated cost, from the configured price table
 mmsr_finish_reasons_total{finish_reason}          how runs ended
 mmsr_errors_total{type}                           errors by exception type
 """
@@ -21,6 +25,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mmsr_serve.agent.events import Event, Finished, SearchFinished, TurnFinished
+from mmsr_serve.search.costs import ProviderCall
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 _LATENCY = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
@@ -53,6 +58,18 @@ class Metrics:
         self.cache_hits = Counter(
             "mmsr_search_cache_hits", "Searches answered from the cache.", ["kind", "provider"], registry=r
         )
+        self.provider_calls = Counter(
+            "mmsr_search_provider_calls",
+            "Calls to web search providers.",
+            ["provider", "outcome"],
+            registry=r,
+        )
+        self.provider_tokens = Counter(
+            "mmsr_search_provider_tokens", "Tokens billed by providers.", ["provider"], registry=r
+        )
+        self.provider_cost = Counter(
+            "mmsr_search_cost_usd", "Estimated cost of provider calls (USD).", ["provider"], registry=r
+        )
         self.finish_reasons = Counter("mmsr_finish_reasons", "How runs ended.", ["finish_reason"], registry=r)
         self.errors = Counter("mmsr_errors", "Errors by exception type.", ["type"], registry=r)
 
@@ -72,6 +89,14 @@ class Metrics:
                 self.cache_hits.labels(s.kind, provider).inc()
         elif isinstance(event, Finished):
             self.finish_reasons.labels(event.result.finish_reason).inc()
+
+    def observe_provider_call(self, call: ProviderCall) -> None:
+        """Account for one call to a web provider (a :class:`~mmsr_serve.search.costs.Meter` listener)."""
+        self.provider_calls.labels(call.provider, call.outcome).inc()
+        if call.tokens:
+            self.provider_tokens.labels(call.provider).inc(call.tokens)
+        if call.cost_usd:
+            self.provider_cost.labels(call.provider).inc(call.cost_usd)
 
     def count_error(self, exc: BaseException) -> None:
         self.errors.labels(type(exc).__name__).inc()

@@ -32,6 +32,7 @@ from mmsr_serve.api.settings import Settings
 from mmsr_serve.api.streaming import StreamContext, sse_events
 from mmsr_serve.errors import BackendError, MMSRError
 from mmsr_serve.images import Fetch
+from mmsr_serve.search.costs import CostLedger, current_ledger
 
 router = APIRouter()
 READY_TIMEOUT_S = 5.0
@@ -107,6 +108,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
         raise TooManyRequests("too many requests in flight, retry shortly", headers={"Retry-After": "1"})
     rt.metrics.in_flight.inc()
     handed_over = False
+    ledger = CostLedger()  # the request's provider calls: the runs' tasks inherit it
+    ledger_token = current_ledger.set(ledger)
     try:
         conversation = await cancel_on_disconnect(
             request, convert.read_conversation(body, rt.settings, rt.fetch)
@@ -129,7 +132,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
         model = rt.settings.model_id
         if not body.stream:
             results: list[AgentResult] = await cancel_on_disconnect(request, collect(events, n))
-            response = _completion(completion_id, created, model, results, body, limits, stops)
+            response = _completion(completion_id, created, model, results, body, limits, stops, ledger)
             return JSONResponse(response.model_dump(mode="json"))
         buffered = await cancel_on_disconnect(request, prefetch(events))
 
@@ -153,11 +156,13 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
             include_usage=bool(body.stream_options and body.stream_options.include_usage),
             return_trace=body.return_trace,
             on_error=rt.metrics.count_error,
+            trace_extras=lambda: {"cost": ledger.summary()},
         )
         handed_over = True
         content = _released(sse_events(replay(buffered, events), ctx), release)
         return EventSourceResponse(content, ping=15, background=BackgroundTask(release))
     finally:
+        current_ledger.reset(ledger_token)
         if not handed_over:
             rt.slots.release()
             rt.metrics.in_flight.dec()
@@ -181,6 +186,7 @@ def _completion(
     body: ChatCompletionRequest,
     limits: Any,
     stops: list[str],
+    ledger: CostLedger,
 ) -> ChatCompletion:
     choices = []
     for index, result in enumerate(results):
@@ -202,5 +208,9 @@ def _completion(
         model=model,
         usage=render.usage_of(results),
         search_results=render.search_results_of([s for r in results for s in r.searches]),
-        trace=render.trace_of(results, body.search_mode, limits) if body.return_trace else None,
+        trace=(
+            {**render.trace_of(results, body.search_mode, limits), "cost": ledger.summary()}
+            if body.return_trace
+            else None
+        ),
     )

@@ -8,6 +8,11 @@ environment are comma-separated. ``MMSR_CONFIG`` names the config file when no f
 
 The search limits (``max_turns`` ...) are both the defaults of a request and the ceiling a request's
 extras may ask for: a client can lower them, never raise them.
+
+Web search providers take their keys and base URLs from the config file's ``providers:`` mapping
+and from environment variables named after them (``SERPAPI_API_KEY``, ``BRAVE_BASE_URL`` ...; see
+:mod:`mmsr_serve.search.config`), which win. Keys are never accepted as flags (a command line is
+visible to every user of the machine) and never printed (``SecretStr``).
 """
 
 from __future__ import annotations
@@ -19,13 +24,35 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from mmsr_serve.agent.limits import Limits
 from mmsr_serve.errors import ConfigError
+from mmsr_serve.search.config import (
+    IMAGE_PROVIDERS,
+    PROVIDER_SECTIONS,
+    TEXT_PROVIDERS,
+    ProviderConfig,
+    SearchConfig,
+    default_cache_path,
+    is_web,
+    provider_env,
+)
+from mmsr_serve.search.costs import Price
 
 ENV_PREFIX = "MMSR_"
 _ENV_NAMES = {"backend_urls": "MMSR_BACKEND_URL", "api_keys": "MMSR_API_KEY"}
+_CACHE_OFF = ("off", "none")
+
+
+class ProviderSettings(BaseModel):
+    """One web provider's section of the config file (``providers: {serpapi: {...}}``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    api_key: SecretStr | None = None
+    base_url: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Fixed request parameters (``hl``, ``gl``, ``country``, ``search_depth``, ``backend`` ...)."""
 
 
 class Settings(BaseModel):
@@ -45,9 +72,10 @@ class Settings(BaseModel):
     """``hf`` only: cpu, cuda, cuda:N or auto."""
     # search and protocol
     index: Path | None = None
-    """Local search corpus folder (``docs.jsonl`` + images); no search tools without it."""
-    search_cache: Path | None = None
-    """SQLite file caching every search (may sit on storage shared by several gateways)."""
+    """Local search corpus folder (``docs.jsonl`` + images): the search tools when no provider is named."""
+    search_cache: Path | Literal["off"] | None = None
+    """SQLite file caching every search (may sit on storage shared by several gateways). Unset: the
+    web providers use ``~/.cache/mmsr/search-cache.sqlite``; ``off``: no cache at all."""
     search_cache_mode: Literal["readwrite", "replay", "refresh"] = "readwrite"
     prompt_pack: Path | None = None
     max_turns: int = Field(3, ge=1)
@@ -58,6 +86,25 @@ class Settings(BaseModel):
     """Tokens per model turn (the ceiling of a request's ``max_tokens``)."""
     max_total_tokens: int = Field(8192, ge=1)
     search_timeout_s: float = Field(60.0, gt=0)
+    # web search (docs/search.md)
+    image_search: list[str] = Field(default_factory=list)
+    """Image search providers in fallback order; default ``local`` when ``index`` is set."""
+    text_search: list[str] = Field(default_factory=list)
+    """Text search providers in fallback order; default ``local`` when ``index`` is set."""
+    page_reader: Literal["local", "jina", "none"] = "local"
+    summarizer_base_url: str | None = None
+    summarizer_model: str | None = None
+    summarizer_api_key: SecretStr | None = None
+    public_base_url: str | None = None
+    """Where the provider can fetch this server's ``/public/images/`` (reverse image search)."""
+    public_image_ttl_s: float = Field(300.0, gt=0)
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    search_prices: dict[str, float | dict[str, float]] = Field(default_factory=dict)
+    """USD per successful call (a number), or ``{per_call, per_1k_tokens}``, by provider name."""
+    read_timeout_s: float = Field(15.0, gt=0)
+    summarize_timeout_s: float = Field(30.0, gt=0)
+    search_concurrency: int = Field(5, ge=1)
+    """Pages read and summarized at once by one text search."""
     # request limits
     max_images: int = Field(4, ge=0)
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1)
@@ -76,12 +123,43 @@ class Settings(BaseModel):
     api_keys: list[str] = Field(default_factory=list)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
-    @field_validator("backend_urls", "api_keys", "fetch_allow", mode="before")
+    @field_validator("backend_urls", "api_keys", "fetch_allow", "image_search", "text_search", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("image_search", "text_search")
+    @classmethod
+    def _known_providers(cls, value: list[str], info: Any) -> list[str]:
+        known = IMAGE_PROVIDERS if info.field_name == "image_search" else TEXT_PROVIDERS
+        for name in value:
+            if name not in known:
+                raise ValueError(f"unknown provider {name!r}: choose from {', '.join(known)}")
+        return value
+
+    @field_validator("providers")
+    @classmethod
+    def _known_sections(cls, value: dict[str, ProviderSettings]) -> dict[str, ProviderSettings]:
+        unknown = set(value) - set(PROVIDER_SECTIONS)
+        if unknown:
+            raise ValueError(
+                f"unknown provider sections {sorted(unknown)}: use {', '.join(PROVIDER_SECTIONS)}"
+            )
+        return value
+
+    @field_validator("search_prices")
+    @classmethod
+    def _valid_prices(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for price in value.values():
+            Price.parse(price)
+        return value
+
+    @field_validator("search_cache", mode="before")
+    @classmethod
+    def _cache_off(cls, value: Any) -> Any:
+        return "off" if value is not None and str(value).strip().lower() in _CACHE_OFF else value
 
     @property
     def model_id(self) -> str:
@@ -103,6 +181,44 @@ class Settings(BaseModel):
             search_timeout_s=self.search_timeout_s,
         )
 
+    def search_config(self) -> SearchConfig:
+        """The search tools these settings describe (see :func:`mmsr_serve.search.factory.build_search`)."""
+        image = tuple(self.image_search or (["local"] if self.index is not None else []))
+        text = tuple(self.text_search or (["local"] if self.index is not None else []))
+        cache: Path | None = None
+        if isinstance(self.search_cache, Path):
+            cache = self.search_cache
+        elif self.search_cache is None and any(is_web(name) for name in (*image, *text)):
+            cache = default_cache_path()
+        providers = {
+            name: ProviderConfig(
+                p.api_key.get_secret_value() if p.api_key else None, p.base_url, dict(p.options)
+            )
+            for name, p in self.providers.items()
+        }
+        key = self.summarizer_api_key
+        return SearchConfig(
+            image=image,
+            text=text,
+            index=self.index,
+            cache=cache,
+            cache_mode=self.search_cache_mode,
+            reader=self.page_reader,
+            summarizer_base_url=self.summarizer_base_url,
+            summarizer_model=self.summarizer_model,
+            summarizer_api_key=key.get_secret_value() if key else None,
+            public_base_url=self.public_base_url,
+            public_image_ttl_s=self.public_image_ttl_s,
+            providers=providers,
+            prices=dict(self.search_prices),
+            fetch_allow=tuple(self.fetch_allow),
+            search_timeout_s=min(20.0, self.search_timeout_s * 0.4),
+            read_timeout_s=self.read_timeout_s,
+            summarize_timeout_s=self.summarize_timeout_s,
+            deadline_s=self.search_timeout_s * 0.85,
+            concurrency=self.search_concurrency,
+        )
+
     @classmethod
     def load(
         cls,
@@ -119,6 +235,13 @@ class Settings(BaseModel):
             key = _ENV_NAMES.get(name, ENV_PREFIX + name.upper())
             if key in env:
                 values[name] = env[key]
+        if isinstance(values.get("search_prices"), str):
+            values["search_prices"] = _json_env("MMSR_SEARCH_PRICES", values["search_prices"])
+        sections = dict(values.get("providers") or {})
+        for section, found in provider_env(env).items():
+            sections[section] = {**(sections.get(section) or {}), **found}
+        if sections:
+            values["providers"] = sections
         values.update({k: v for k, v in overrides.items() if v is not None and v != []})
         try:
             return cls.model_validate(values)
@@ -126,6 +249,13 @@ class Settings(BaseModel):
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             raise ConfigError(f"invalid setting {where}: {first['msg']}") from exc
+
+
+def _json_env(name: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be JSON: {exc}") from exc
 
 
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:

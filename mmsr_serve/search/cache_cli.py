@@ -1,0 +1,108 @@
+"""``mmsr cache``: inspect, export and import a search cache file.
+
+    mmsr cache stats                          entries per provider and kind
+    mmsr cache list --provider serpapi -n 20  the latest entries (query, k, hits, when)
+    mmsr cache export searches.jsonl          every entry as one JSON line (thumbnails base64)
+    mmsr cache import searches.jsonl          add (or overwrite) entries from an export
+
+The file is ``--cache`` (or ``MMSR_SEARCH_CACHE``), by default the server's default cache file.
+An exported file replays anywhere: import it, then serve or evaluate with ``--search-cache-mode
+replay`` to repeat a benchmark or a training run at zero API cost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mmsr_serve.errors import ConfigError
+from mmsr_serve.search.cache import SearchCache
+from mmsr_serve.search.config import default_cache_path
+
+cache_app = typer.Typer(help="Inspect, export and import a search cache.", no_args_is_help=True)
+
+CacheOpt = Annotated[
+    Path | None,
+    typer.Option("--cache", "-c", envvar="MMSR_SEARCH_CACHE", help="Cache file (default: the server's)."),
+]
+
+
+def _open(path: Path | None, *, create: bool = False) -> SearchCache:
+    path = path or default_cache_path()
+    if not create and not path.is_file():
+        raise typer.BadParameter(f"no cache file at {path}", param_hint="--cache")
+    try:
+        return SearchCache(path)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--cache") from exc
+
+
+@cache_app.command("stats")
+def stats(cache: CacheOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """How many entries the cache holds, per provider and kind."""
+    store = _open(cache)
+    try:
+        result = store.stats()
+    finally:
+        store.close()
+    if as_json:
+        typer.echo(json.dumps({"file": str(store.path), "entries": result.entries, **result.by_provider}))
+        return
+    typer.echo(f"{store.path}: {result.entries} entries")
+    for name, count in sorted(result.by_provider.items()):
+        typer.echo(f"  {name:<40} {count}")
+
+
+@cache_app.command("list")
+def list_entries(
+    cache: CacheOpt = None,
+    provider: Annotated[str | None, typer.Option(help="Only this provider.")] = None,
+    kind: Annotated[str | None, typer.Option(help="Only image or text searches.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many (latest first); 0: all.")] = 20,
+) -> None:
+    """The latest entries: when, provider/kind, k, number of hits, query (or image hash)."""
+    store = _open(cache)
+    try:
+        entries = store.entries()
+    finally:
+        store.close()
+    chosen = [e for e in reversed(entries) if (provider in (None, e.provider)) and (kind in (None, e.kind))]
+    for entry in chosen[:limit] if limit else chosen:
+        when = dt.datetime.fromtimestamp(entry.created_at).isoformat(timespec="seconds")
+        typer.echo(f"{when}  {entry.provider}/{entry.kind}  k={entry.k}  hits={entry.n_hits}  {entry.query}")
+
+
+@cache_app.command("export")
+def export(
+    out: Annotated[Path, typer.Argument(help="The JSON lines file to write.")],
+    cache: CacheOpt = None,
+) -> None:
+    """Write every entry to a JSON lines file."""
+    store = _open(cache)
+    try:
+        count = store.export_jsonl(out)
+    finally:
+        store.close()
+    typer.echo(f"exported {count} entries to {out}")
+
+
+@cache_app.command("import")
+def import_(
+    source: Annotated[Path, typer.Argument(help="A file written by `mmsr cache export`.")],
+    cache: CacheOpt = None,
+) -> None:
+    """Add the entries of an exported file (all or none); existing keys are overwritten."""
+    if not source.is_file():
+        raise typer.BadParameter(f"no such file: {source}", param_hint="SOURCE")
+    store = _open(cache, create=True)
+    try:
+        count = store.import_jsonl(source)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint="SOURCE") from exc
+    finally:
+        store.close()
+    typer.echo(f"imported {count} entries into {store.path}")

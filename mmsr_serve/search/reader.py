@@ -1,0 +1,154 @@
+"""Page readers: a URL in, the page's main text out (for the text pipeline's summaries).
+
+- :class:`LocalReader` fetches the page itself, through the safe fetcher (public addresses only,
+  ``max_bytes``, ``timeout_s``, and only ``text/html``, ``application/xhtml+xml`` or ``text/plain``
+  responses), and extracts the main text with trafilatura (boilerplate, menus and comments
+  dropped; the whole page's text when trafilatura finds no main part). No key, no cost.
+- :class:`JinaReader` asks Jina Reader (``POST {base_url}/`` with ``{"url": ...}``, JSON answer
+  ``{"data": {"title", "url", "content", "usage": {"tokens"}}}``); it renders JavaScript and reads
+  PDFs, which the local reader does not. The key (``JINA_API_KEY``) is optional: without one Jina
+  applies a lower rate limit. Jina fetches the page from its own servers.
+
+Both cut the text to ``max_chars``. Failures are :class:`~mmsr_serve.errors.SearchError` s
+(:class:`~mmsr_serve.search.fetch.FetchError` or a provider error): the pipeline drops that page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import httpx
+
+from mmsr_serve.errors import ConfigError
+from mmsr_serve.search._http import ApiClient, ProviderResponseError, RetryPolicy
+from mmsr_serve.search._secret import Secret
+from mmsr_serve.search.costs import Meter
+from mmsr_serve.search.fetch import FetchError, SafeFetcher
+
+__all__ = ["PAGE_TYPES", "JinaReader", "LocalReader", "Page", "PageReader", "extract_main_text"]
+
+PAGE_TYPES = ("text/html", "application/xhtml+xml", "text/plain")
+DEFAULT_MAX_CHARS = 20_000
+DEFAULT_MAX_BYTES = 5 * 1024 * 1024
+JINA_BASE_URL = "https://r.jina.ai"
+
+
+@dataclass(frozen=True)
+class Page:
+    url: str
+    title: str
+    text: str
+
+
+@runtime_checkable
+class PageReader(Protocol):
+    name: str
+
+    async def read(self, url: str) -> Page: ...
+
+
+def extract_main_text(data: bytes, content_type: str, url: str | None = None) -> tuple[str, str]:
+    """``(title, text)`` of a fetched page (CPU-bound: call it in a worker thread)."""
+    if content_type == "text/plain":
+        return "", data.decode("utf-8", "replace").strip()
+    import trafilatura
+
+    doc: Any = trafilatura.bare_extraction(
+        data, url=url, with_metadata=True, include_comments=False, include_tables=True
+    )
+    title, text = (getattr(doc, "title", None) or "", getattr(doc, "text", None) or "") if doc else ("", "")
+    if not text:
+        meta = trafilatura.extract_metadata(data)
+        title = title or (getattr(meta, "title", None) or "")
+        text = trafilatura.html2txt(data) or ""
+    return title.strip(), text.strip()
+
+
+class LocalReader:
+    name = "local"
+
+    def __init__(
+        self,
+        fetcher: SafeFetcher | None = None,
+        *,
+        allow: Sequence[str] = (),
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        timeout_s: float = 15.0,
+        max_chars: int = DEFAULT_MAX_CHARS,
+    ) -> None:
+        if importlib.util.find_spec("trafilatura") is None:
+            raise ConfigError(
+                "the local page reader needs trafilatura: pip install 'mmsr[web]' (or use --page-reader jina)"
+            )
+        self._fetcher = fetcher or SafeFetcher(allow=allow, max_bytes=max_bytes, timeout_s=timeout_s)
+        self.max_chars = max_chars
+
+    def __repr__(self) -> str:
+        return "LocalReader()"
+
+    async def read(self, url: str) -> Page:
+        fetched = await self._fetcher.fetch(url, accept=PAGE_TYPES)
+        try:
+            title, text = await asyncio.to_thread(
+                extract_main_text, fetched.data, fetched.content_type, fetched.url
+            )
+        except Exception as exc:  # the extractor's (lxml's) own errors, on a page it cannot parse
+            raise FetchError(f"cannot extract the text of {fetched.url}: {exc!r}"[:300], url=url) from exc
+        if not text:
+            raise FetchError(f"no readable text at {fetched.url}", url=fetched.url)
+        return Page(fetched.url, title, text[: self.max_chars])
+
+
+def _tokens(answer: Any) -> int:
+    try:
+        return int(answer["data"]["usage"]["tokens"])
+    except (KeyError, TypeError, ValueError):
+        return 0
+
+
+class JinaReader:
+    name = "jina"
+
+    def __init__(
+        self,
+        api_key: str | Secret | None = None,
+        *,
+        base_url: str | None = None,
+        meter: Meter | None = None,
+        timeout_s: float = 30.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_chars: int = DEFAULT_MAX_CHARS,
+    ) -> None:
+        self._key = api_key if isinstance(api_key, Secret) else Secret(api_key or "")
+        self.max_chars = max_chars
+        self._api = ApiClient(
+            self.name, base_url or JINA_BASE_URL, meter=meter, timeout_s=timeout_s, retry=retry,
+            transport=transport,
+        )  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"JinaReader(base_url={self._api.base_url!r})"
+
+    async def read(self, url: str) -> Page:
+        if not url.startswith(("http://", "https://")):
+            raise FetchError(f"only http and https pages can be read, not {url[:50]!r}", url=url)
+        headers = {"Accept": "application/json", "X-Return-Format": "markdown"}
+        if self._key:
+            headers["Authorization"] = f"Bearer {self._key.reveal()}"
+        answer = await self._api.request(
+            "POST", "/", json_body={"url": url}, headers=headers, tokens_of=_tokens
+        )
+        data = answer.get("data") if isinstance(answer, dict) else None
+        content = data.get("content") if isinstance(data, dict) else None
+        if not isinstance(data, dict) or not isinstance(content, str) or not content.strip():
+            raise ProviderResponseError(self.name, f"no content for {url[:100]}")
+        title = str(data.get("title") or "")
+        return Page(str(data.get("url") or url), title.strip(), content.strip()[: self.max_chars])
+
+    async def aclose(self) -> None:
+        await self._api.aclose()
