@@ -10,7 +10,12 @@ are translated into these at the module that calls the third party, never deeper
     │   └── BackendTimeout       ... by not answering in time (maps to HTTP 504)
     ├── SearchError              a search tool failed; the agent loop turns it into a tool result
     │   ├── CacheMissError       replay-only cache and the call was never recorded
-    │   └── FetchError           a URL refused or not fetched (defined in mmsr_serve.search.fetch)
+    │   ├── FetchError           a URL refused or not fetched (defined in mmsr_serve.search.fetch)
+    │   └── ProviderError        a web search provider failed (these live in mmsr_serve.search._http)
+    │       ├── ProviderAuthError      401/403: a missing or wrong key
+    │       ├── ProviderRateLimited    429, after the retries
+    │       ├── ProviderUnavailable    timeouts, connection errors, 5xx, after the retries
+    │       └── ProviderResponseError  an answer that is not JSON, of the wrong shape, or too large
     └── ConfigError              bad configuration (prompt pack, corpus, limits)
 """
 

@@ -32,6 +32,9 @@ def serve(
     served_model_name: Annotated[str | None, Opt(help="Model id clients use (default: --model).")] = None,
     device: Annotated[str | None, Opt(help="hf backend: cpu, cuda, cuda:N or auto.")] = None,
     index: Annotated[Path | None, Opt(help="Local search corpus folder (docs.jsonl + images).")] = None,
+    index_path: Annotated[
+        Path | None, Opt(help="Local index file (default: inside the corpus folder; for read-only corpora).")
+    ] = None,
     search_cache: Annotated[Path | None, Opt(help="SQLite file caching every search, or 'off'.")] = None,
     search_cache_mode: Annotated[str | None, Opt(help="readwrite, replay or refresh.")] = None,
     image_search: Annotated[

@@ -3,7 +3,8 @@ cancellation when the client goes away.
 
 Each run is pumped by its own task into one queue; whoever stops consuming the merged stream
 (a finished response, an error, a disconnect, the deadline) cancels every task, and the
-cancellation reaches the backend request and the pending searches where they wait.
+cancellation reaches the backend request and the run's wait for a search (a cached search call
+shared with other requests runs on, by design).
 """
 
 from __future__ import annotations

@@ -73,6 +73,8 @@ class Settings(BaseModel):
     # search and protocol
     index: Path | None = None
     """Local search corpus folder (``docs.jsonl`` + images): the search tools when no provider is named."""
+    index_path: Path | None = None
+    """The local index file; default ``<index>/.mmsr-index.sqlite`` (set it for a read-only corpus)."""
     search_cache: Path | Literal["off"] | None = None
     """SQLite file caching every search (may sit on storage shared by several gateways). Unset: the
     web providers use ``~/.cache/mmsr/search-cache.sqlite``; ``off``: no cache at all."""
@@ -128,6 +130,17 @@ class Settings(BaseModel):
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _no_empty_keys(cls, value: Any) -> Any:
+        # An unset shell variable (MMSR_API_KEY=$KEY) must not turn authentication off silently.
+        items = value.split(",") if isinstance(value, str) else value
+        if isinstance(items, list) and any(not str(k).strip() for k in items):
+            raise ValueError(
+                "an API key is empty: set real keys, or leave MMSR_API_KEY unset for an open server"
+            )
         return value
 
     @field_validator("image_search", "text_search")
@@ -201,6 +214,7 @@ class Settings(BaseModel):
             image=image,
             text=text,
             index=self.index,
+            index_path=self.index_path,
             cache=cache,
             cache_mode=self.search_cache_mode,
             reader=self.page_reader,

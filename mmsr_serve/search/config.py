@@ -87,6 +87,8 @@ class SearchConfig:
     """Text search providers, in fallback order."""
     index: Path | None = None
     """The local corpus folder (for ``local``)."""
+    index_path: Path | None = None
+    """Where the local index file lives; default inside the corpus folder (which may be read-only)."""
     cache: Path | None = None
     """The cache file every provider goes through; ``None``: no cache."""
     cache_mode: Literal["readwrite", "replay", "refresh"] = "readwrite"

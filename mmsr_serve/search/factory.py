@@ -109,7 +109,7 @@ class _Builder:
         if self.local is None:
             if self.cfg.index is None:
                 raise ConfigError("the local search provider needs a corpus folder (--index)")
-            self.local = LocalIndex(self.cfg.index)
+            self.local = LocalIndex(self.cfg.index, self.cfg.index_path)
             self.closing.append(self.local)
         return self.local
 

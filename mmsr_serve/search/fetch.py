@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import zlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -52,6 +53,13 @@ class FetchError(SearchError):
         super().__init__(message)
         self.url = url
         self.status = status
+
+
+_DECODABLE = frozenset({"gzip", "x-gzip", "deflate"})
+
+
+async def _replay(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 @dataclass(frozen=True)
@@ -216,7 +224,7 @@ class SafeFetcher:
         self, client: httpx.AsyncClient, url: httpx.URL, headers: dict[str, str]
     ) -> AsyncIterator[httpx.Response]:
         """Send the request to the first checked address that accepts a connection."""
-        hop_headers = {**headers, "Host": url.netloc.decode("ascii")}
+        hop_headers = {"Accept-Encoding": "gzip, deflate", **headers, "Host": url.netloc.decode("ascii")}
         extensions = {"sni_hostname": url.raw_host.decode("ascii")} if url.scheme == "https" else {}
         failure: Exception | None = None
         for address in await self._addresses(url):
@@ -237,17 +245,36 @@ class SafeFetcher:
         raise FetchError(f"cannot connect to {url.host}: {failure}", url=str(url))
 
     async def _read(self, response: httpx.Response, limit: int, url: httpx.URL) -> bytes:
+        """The body, at most ``limit`` bytes *after* decompression.
+
+        httpx would decode every coding the server names, fully, before we could count: a few kB
+        sent as ``gzip, gzip`` become gigabytes. So the raw bytes are read and a single gzip or
+        deflate coding is undone here with an output bound; anything else is refused.
+        """
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise FetchError(f"{url} is {declared} bytes, more than the {limit} allowed", url=str(url))
+        codings = [c.strip().lower() for c in response.headers.get("content-encoding", "").split(",")]
+        codings = [c for c in codings if c and c != "identity"]
+        if len(codings) > 1 or (codings and codings[0] not in _DECODABLE):
+            names = ", ".join(codings)
+            raise FetchError(f"{url} uses an unsupported content encoding: {names}", url=str(url))
+        inflate = zlib.decompressobj(32 + zlib.MAX_WBITS) if codings else None  # gzip or zlib header
+        if response.is_stream_consumed:  # a transport that read the body itself (tests' MockTransport)
+            inflate, body = None, _replay(response.content)
+        else:
+            body = response.aiter_raw()
         chunks: list[bytes] = []
         size = 0
         try:
-            async for chunk in response.aiter_bytes():
+            async for raw in body:
+                chunk = inflate.decompress(raw, limit - size + 1) if inflate else raw
                 size += len(chunk)
                 if size > limit:
                     raise FetchError(f"{url} is larger than the {limit} bytes allowed", url=str(url))
                 chunks.append(chunk)
         except httpx.HTTPError as exc:
             raise FetchError(f"cannot read {url}: {exc}", url=str(url)) from exc
+        except zlib.error as exc:
+            raise FetchError(f"{url} sent a corrupt {codings[0]} body: {exc}", url=str(url)) from exc
         return b"".join(chunks)

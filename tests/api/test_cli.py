@@ -41,6 +41,12 @@ def test_bad_settings_are_config_errors(bad: dict[str, Any]) -> None:
         Settings.load(env={}, **bad)
 
 
+@pytest.mark.parametrize("env", [{"MMSR_API_KEY": ""}, {"MMSR_API_KEY": "k1, ,k2"}])
+def test_an_empty_api_key_is_refused_not_an_open_server(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match="an API key is empty"):
+        Settings.load(env=env, model="m")
+
+
 def test_serve_maps_flags_to_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     seen: dict[str, Any] = {}
     monkeypatch.setattr("uvicorn.run", lambda app, **kw: seen.update(app=app, **kw))

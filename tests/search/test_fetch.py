@@ -276,3 +276,52 @@ async def test_https_keeps_the_hostname_for_tls_and_tries_each_address(
     last = seen[-1]
     assert str(last.url) == "https://93.184.215.14/a.png?x=1"
     assert last.headers["host"] == "secure.test" and last.extensions["sni_hostname"] == "secure.test"
+
+
+def _gzip_server(encoding: str, body: bytes) -> tuple[object, int]:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Encoding", encoding)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, server.server_port
+
+
+@pytest.mark.parametrize("encoding", ["gzip, gzip", "br", "zstd"])
+async def test_stacked_or_unknown_content_encodings_are_refused(encoding: str) -> None:
+    import gzip
+
+    bomb = gzip.compress(gzip.compress(b"\0" * 50_000_000))  # ~50 MB from a few kB on the wire
+    server, port = _gzip_server(encoding, bomb)
+    try:
+        with pytest.raises(FetchError, match="unsupported content encoding"):
+            await SafeFetcher(allow=["127.0.0.1"], max_bytes=1_000_000).fetch(f"http://127.0.0.1:{port}/x")
+    finally:
+        server.shutdown()  # type: ignore[attr-defined]
+
+
+async def test_a_gzip_body_is_bounded_after_decompression() -> None:
+    import gzip
+
+    server, port = _gzip_server("gzip", gzip.compress(b"\0" * 5_000_000))  # 5 kB on the wire
+    try:
+        with pytest.raises(FetchError, match="larger than the 1000000 bytes allowed"):
+            await SafeFetcher(allow=["127.0.0.1"], max_bytes=1_000_000).fetch(f"http://127.0.0.1:{port}/x")
+        fetched = await SafeFetcher(allow=["127.0.0.1"], max_bytes=6_000_000).fetch(
+            f"http://127.0.0.1:{port}/x"
+        )
+        assert fetched.data == b"\0" * 5_000_000
+    finally:
+        server.shutdown()  # type: ignore[attr-defined]
