@@ -3,7 +3,7 @@
     mmsr serve                      the OpenAI-compatible server (docs/server.md)
     mmsr chat "question" --image P  ask a running server, showing searches as they happen
     mmsr index build CORPUS_DIR     build the local search index of a corpus folder
-    mmsr train tiny-model OUT       write a tiny random Qwen2.5-VL checkpoint (tests, smoke runs)
+    mmsr train ...                  tiny checkpoints, GRPO, SFT, curation (mmsr_train.cli)
 
 Each sub-command imports what it needs when it runs, so ``mmsr --help`` stays fast.
 """
@@ -17,14 +17,20 @@ import typer
 
 from mmsr_serve.api.cli import chat, serve
 from mmsr_serve.errors import MMSRError
+from mmsr_serve.search.cache_cli import cache_app
+from mmsr_train.cli import train_app
+from mmsr_train.eval.cli import eval_command
+from mmsr_train.world.cli import app as world_app
 
 app = typer.Typer(help="Serve and train vision-language models that search on demand.", no_args_is_help=True)
 index_app = typer.Typer(help="The embedded local search index.", no_args_is_help=True)
-train_app = typer.Typer(help="Training helpers.", no_args_is_help=True)
 app.command("serve")(serve)
 app.command("chat")(chat)
 app.add_typer(index_app, name="index")
 app.add_typer(train_app, name="train")
+app.add_typer(cache_app, name="cache")
+app.add_typer(world_app, name="world")
+app.command("eval")(eval_command)
 
 
 @index_app.command("build")
@@ -42,18 +48,6 @@ def index_build(
     except MMSRError as exc:
         raise typer.BadParameter(str(exc)) from exc
     typer.echo(f"index written to {path}")
-
-
-@train_app.command("tiny-model")
-def train_tiny_model(
-    out: Annotated[Path, typer.Argument(help="Output folder for the checkpoint.")],
-    seed: Annotated[int, typer.Option(help="Initialisation seed.")] = 0,
-) -> None:
-    """Write a tiny, randomly initialised Qwen2.5-VL checkpoint with its own tokenizer (offline)."""
-    from mmsr_train.tiny_model import build_tiny_qwen2_5_vl
-
-    path = build_tiny_qwen2_5_vl(out, seed=seed)
-    typer.echo(f"tiny checkpoint written to {path}")
 
 
 def main() -> None:

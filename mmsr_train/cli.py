@@ -1,0 +1,218 @@
+"""``mmsr train``: tiny checkpoints, GRPO, SFT warm start and search-balanced curation.
+
+    mmsr train tiny-model OUT                                 a tiny random Qwen2.5-VL (tests, smoke runs)
+    mmsr train grpo --config run.yaml [--flag value ...]      GRPO with search rollouts (docs/training.md)
+    mmsr train sft DATA --model M --output-dir OUT            SFT warm start on protocol trajectories
+    mmsr train curate DATA --model M --out OUT.jsonl          label and balance a training set
+
+Flags override the config file; heavy libraries are imported when a command runs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mmsr_serve.errors import MMSRError
+
+Opt = typer.Option
+train_app = typer.Typer(
+    help="Train search-capable checkpoints (GRPO, SFT), curate data.", no_args_is_help=True
+)
+
+
+@train_app.command("tiny-model")
+def tiny_model(
+    out: Annotated[Path, typer.Argument(help="Output folder for the checkpoint.")],
+    seed: Annotated[int, Opt(help="Initialisation seed.")] = 0,
+) -> None:
+    """Write a tiny, randomly initialised Qwen2.5-VL checkpoint with its own tokenizer (offline)."""
+    from mmsr_train.tiny_model import build_tiny_qwen2_5_vl
+
+    path = build_tiny_qwen2_5_vl(out, seed=seed)
+    typer.echo(f"tiny checkpoint written to {path}")
+
+
+@train_app.command("grpo")
+def grpo(
+    config: Annotated[Path | None, Opt(help="YAML or JSON run config (keys as the flags, with _).")] = None,
+    model: Annotated[str | None, Opt(help="Checkpoint folder to start from.")] = None,
+    train_data: Annotated[str | None, Opt(help="Training set: JSONL or FVQA parquet.")] = None,
+    output_dir: Annotated[str | None, Opt(help="Where checkpoints go; the final one at its root.")] = None,
+    eval_data: Annotated[str | None, Opt(help="Held-out set evaluated every --eval-steps.")] = None,
+    eval_fraction: Annotated[float | None, Opt(help="Hold out this share of the training set.")] = None,
+    eval_steps: Annotated[int | None, Opt(help="Steps between evaluations (default 50).")] = None,
+    corpus: Annotated[str | None, Opt(help="Local search corpus folder (docs.jsonl + images).")] = None,
+    image_search: Annotated[
+        list[str] | None, Opt(help="Image search provider; repeat for fallbacks.")
+    ] = None,
+    text_search: Annotated[list[str] | None, Opt(help="Text search provider; repeat for fallbacks.")] = None,
+    reader: Annotated[str | None, Opt(help="Page reader of web text search: local, jina or none.")] = None,
+    summarizer_base_url: Annotated[str | None, Opt(help="OpenAI-compatible summarizer URL.")] = None,
+    summarizer_model: Annotated[str | None, Opt(help="Summarizer model name.")] = None,
+    search_cache: Annotated[str | None, Opt(help="SQLite search cache file.")] = None,
+    search_cache_mode: Annotated[str | None, Opt(help="readwrite, replay or refresh.")] = None,
+    prompt_pack: Annotated[str | None, Opt(help="Prompt pack file (default: the project's).")] = None,
+    num_generations: Annotated[int | None, Opt(help="Rollouts per prompt (default 8).")] = None,
+    prompts_per_device: Annotated[int | None, Opt(help="Prompts per device per step (default 1).")] = None,
+    learning_rate: Annotated[float | None, Opt(help="Default 2e-6.")] = None,
+    beta: Annotated[float | None, Opt(help="KL coefficient (default 0.001).")] = None,
+    loss_type: Annotated[str | None, Opt(help="dapo (default), grpo, bnpo or dr_grpo.")] = None,
+    epochs: Annotated[float | None, Opt(help="Default 1.")] = None,
+    max_steps: Annotated[int | None, Opt(help="Stop after this many steps.")] = None,
+    max_new_tokens: Annotated[int | None, Opt(help="Tokens per model turn (default 2048).")] = None,
+    max_total_tokens: Annotated[int | None, Opt(help="Tokens after the first prompt (default 8192).")] = None,
+    reward_mode: Annotated[str | None, Opt(help="em (default) or subem.")] = None,
+    device: Annotated[str | None, Opt(help="auto, cpu or cuda.")] = None,
+    use_vllm: Annotated[bool | None, Opt(help="Generate with vLLM (GPU).")] = None,
+    vllm_mode: Annotated[str | None, Opt(help="colocate or server.")] = None,
+    vllm_server_base_url: Annotated[str | None, Opt(help="vLLM server URL (server mode).")] = None,
+    save_steps: Annotated[int | None, Opt(help="Steps between checkpoints (default 100).")] = None,
+    seed: Annotated[int | None, Opt(help="Default 0.")] = None,
+) -> None:
+    """GRPO with multi-turn search rollouts through the serving loop (TRL)."""
+    overrides: dict[str, Any] = dict(locals())
+    overrides.pop("config")
+    from mmsr_train.config import GRPORunConfig
+
+    try:
+        run = GRPORunConfig.load(config, **overrides)
+        _quiet_experimental()
+        from mmsr_train.grpo import train_grpo
+
+        summary = train_grpo(run)
+    except MMSRError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    _summary(summary)
+    typer.echo(f"serve it with: mmsr serve --backend hf --model {summary.output_dir}")
+
+
+@train_app.command("sft")
+def sft(
+    data: Annotated[Path, typer.Argument(help="JSONL of trajectories: image, question, turns.")],
+    model: Annotated[str, Opt(help="Checkpoint folder to start from.")],
+    output_dir: Annotated[str, Opt(help="Where the checkpoint goes.")],
+    corpus: Annotated[str | None, Opt(help="Local search corpus that answers the searches.")] = None,
+    search_cache: Annotated[str | None, Opt(help="SQLite search cache file.")] = None,
+    search_cache_mode: Annotated[str, Opt(help="readwrite, replay or refresh.")] = "readwrite",
+    prompt_pack: Annotated[str | None, Opt(help="Prompt pack file.")] = None,
+    learning_rate: Annotated[float, Opt(help="Learning rate.")] = 1e-5,
+    epochs: Annotated[float, Opt(help="Epochs.")] = 1.0,
+    max_steps: Annotated[int, Opt(help="Stop after this many steps (-1: epochs).")] = -1,
+    batch_size: Annotated[int, Opt(help="Trajectories per device per step.")] = 1,
+    device: Annotated[str, Opt(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """SFT warm start on protocol trajectories, masked like GRPO (model turns only)."""
+    from mmsr_train.sft import SFTRunConfig, train_sft
+
+    run = SFTRunConfig(
+        model=model,
+        data=str(data),
+        output_dir=output_dir,
+        corpus=corpus,
+        search_cache=search_cache,
+        search_cache_mode=search_cache_mode,
+        prompt_pack=prompt_pack,
+        learning_rate=learning_rate,
+        epochs=epochs,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        device=device,
+    )
+    try:
+        summary = train_sft(run)
+    except MMSRError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    _summary(summary)
+
+
+@train_app.command("curate")
+def curate(
+    data: Annotated[Path, typer.Argument(help="Questions to label: JSONL or FVQA parquet.")],
+    out: Annotated[Path, Opt(help="The balanced set, written as JSONL (images beside it).")],
+    model: Annotated[str, Opt(help="Checkpoint folder (hf) or served model name (openai).")],
+    backend: Annotated[str, Opt(help="hf (in-process) or openai (any OpenAI-compatible server).")] = "hf",
+    backend_url: Annotated[list[str] | None, Opt(help="Model server URL (openai); repeatable.")] = None,
+    corpus: Annotated[str | None, Opt(help="Local search corpus folder.")] = None,
+    image_search: Annotated[
+        list[str] | None, Opt(help="Image search provider; repeat for fallbacks.")
+    ] = None,
+    text_search: Annotated[list[str] | None, Opt(help="Text search provider; repeat for fallbacks.")] = None,
+    search_cache: Annotated[str | None, Opt(help="SQLite search cache file.")] = None,
+    search_cache_mode: Annotated[str, Opt(help="readwrite, replay or refresh.")] = "readwrite",
+    k: Annotated[int, Opt(help="Rollouts per question and setting.")] = 8,
+    min_correct: Annotated[int, Opt(help="Correct rollouts that settle a label.")] = 1,
+    search_required_ratio: Annotated[float, Opt(help="Share of search-required questions.")] = 0.68,
+    size: Annotated[int | None, Opt(help="Questions in the balanced set (default: as many as fit).")] = None,
+    off_mode: Annotated[str, Opt(help="protocol (0 searches allowed) or plain (bare question).")] = (
+        "protocol"
+    ),
+    temperature: Annotated[float, Opt(help="Sampling temperature of the rollouts.")] = 1.0,
+    max_new_tokens: Annotated[int, Opt(help="Tokens per model turn.")] = 2048,
+    concurrency: Annotated[int, Opt(help="Rollouts in flight.")] = 4,
+    seed: Annotated[int, Opt(help="Sampling seed of the balanced set.")] = 0,
+) -> None:
+    """Roll out k times with search off and on, label questions, write a search-balanced set."""
+    import asyncio
+
+    from mmsr_serve.agent.agent import SearchAgent
+    from mmsr_serve.agent.limits import Limits
+    from mmsr_serve.agent.loop import Sampling
+    from mmsr_train.curate import balance, label_samples, report
+    from mmsr_train.data import load_samples, write_jsonl
+    from mmsr_train.grpo import build_tools
+
+    try:
+        samples = load_samples(data)
+        tools = build_tools(
+            corpus, search_cache, search_cache_mode, image=image_search or (), text=text_search or ()
+        )
+        policy = _backend(backend, model, backend_url)
+        limits = Limits(max_new_tokens=max_new_tokens, recover=False)
+        agent = SearchAgent(policy, image_search=tools.image, text_search=tools.text, limits=limits)
+        labelled = asyncio.run(
+            label_samples(
+                samples,
+                agent,
+                k=k,
+                min_correct=min_correct,
+                off_mode="plain" if off_mode == "plain" else "protocol",
+                sampling=Sampling(temperature=temperature),
+                concurrency=concurrency,
+            )
+        )
+    except MMSRError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    chosen = balance(labelled, search_required_ratio=search_required_ratio, size=size, seed=seed)
+    write_jsonl(chosen, out)
+    summary = report(labelled, chosen)
+    typer.echo("labels: " + ", ".join(f"{k}={v}" for k, v in summary.labels.items()))
+    typer.echo(f"balanced set: {len(chosen)} questions ({summary.selected}) written to {out}")
+
+
+def _backend(kind: str, model: str, urls: list[str] | None) -> Any:
+    if kind == "hf":
+        from mmsr_serve.backends.hf import TransformersBackend
+
+        return TransformersBackend(model)
+    if kind == "openai":
+        from mmsr_serve.backends.openai_http import OpenAIBackend
+
+        return OpenAIBackend(urls or ["http://127.0.0.1:8000/v1"], model)
+    raise typer.BadParameter(f"backend must be hf or openai, got {kind!r}")
+
+
+def _summary(summary: Any) -> None:
+    typer.echo(f"trained {summary.steps} steps; checkpoint at {summary.output_dir}")
+    shown = ("loss", "reward", "reward/accuracy", "reward/format", "search/ratio", "turns/mean")
+    parts = [f"{k}={summary.logs[k]:.4g}" for k in shown if isinstance(summary.logs.get(k), int | float)]
+    if parts:
+        typer.echo("last step: " + ", ".join(parts))
+
+
+def _quiet_experimental() -> None:
+    """TRL warns that custom generation is experimental; we pin TRL and test what we rely on."""
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")

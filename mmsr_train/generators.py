@@ -1,0 +1,270 @@
+"""Token generators behind :class:`~mmsr_train.policy.PolicyBackend`.
+
+- :class:`HFGenerator`: the model's own ``generate`` (CPU, or one GPU without vLLM). One turn at a
+  time; the searches of other trajectories overlap with it.
+- :class:`VLLMGenerator`: TRL's vLLM generation (colocate or server mode). The turns of a rollout
+  batch are gathered into one vLLM call per *round* (round k = the k-th turn of every trajectory
+  still running), see :class:`RoundBatcher`.
+- :class:`TeacherGenerator`: returns given turn texts as tokens (teacher forcing), then hands over
+  to another generator. SFT data is built with it, and tests script turns with it.
+
+torch and transformers are imported when a generator runs, never by importing this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from mmsr_train.policy import (
+    TokenFinish,
+    TokenGenerator,
+    TokenOutput,
+    TokenRequest,
+    cut_at_stop,
+    placeholder_ids,
+)
+
+
+def finish_of(ids: Sequence[int], text: str, request: TokenRequest, eos_ids: Sequence[int]) -> TokenFinish:
+    """``stop`` when the turn ended on an eos token or a stop string, ``length`` when it ran out."""
+    if (ids and ids[-1] in eos_ids) or cut_at_stop(text, request.stop)[1]:
+        return "stop"
+    return "length" if len(ids) >= request.max_new_tokens else "stop"
+
+
+class HFGenerator:
+    """Sample with a transformers model (``generate``), one request at a time.
+
+    ``temperature`` 0 means greedy. A request's own temperature / top_p / seed win over these.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        *,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int | None = None,
+    ) -> None:
+        self.model = model
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
+        eos = model.generation_config.eos_token_id
+        eos_list = [eos] if isinstance(eos, int) else list(eos or [])
+        self.eos_ids = list(dict.fromkeys([self.tokenizer.eos_token_id, *eos_list]))
+        self.image_token_id: int = model.config.image_token_id
+        self.suppress = sorted(placeholder_ids(processor))
+        self._lock = asyncio.Lock()
+
+    async def generate(self, request: TokenRequest) -> TokenOutput:
+        async with self._lock:
+            return await asyncio.to_thread(self._generate, request)
+
+    def _generate(self, request: TokenRequest) -> TokenOutput:
+        import torch
+
+        device = self.model.device
+        ids = torch.tensor([request.token_ids], device=device)
+        inputs: dict[str, Any] = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        if request.images:
+            pixels = self.processor.image_processor(images=request.images, return_tensors="pt")
+            inputs["pixel_values"] = pixels["pixel_values"].to(device=device, dtype=self.model.dtype)
+            inputs["image_grid_thw"] = pixels["image_grid_thw"].to(device)
+            # Without it Qwen2.5-VL silently falls back to 1D positions for the image tokens.
+            inputs["mm_token_type_ids"] = (ids == self.image_token_id).long()
+        temperature = self.temperature if request.temperature is None else request.temperature
+        options: dict[str, Any] = {"do_sample": temperature > 0}
+        if temperature > 0:
+            options.update(temperature=temperature, top_p=request.top_p or self.top_p)
+            if self.top_k is not None:
+                options["top_k"] = self.top_k
+        if request.stop:
+            options.update(stop_strings=list(request.stop), tokenizer=self.tokenizer)
+        if request.seed is not None:
+            torch.manual_seed(request.seed)
+        with torch.no_grad():
+            out = self.model.generate(
+                **inputs,
+                **options,
+                max_new_tokens=request.max_new_tokens,
+                eos_token_id=self.eos_ids,
+                pad_token_id=self.tokenizer.pad_token_id,
+                suppress_tokens=self.suppress or None,
+            )
+        new = [int(i) for i in out[0, ids.shape[1] :].tolist()]
+        for i, token in enumerate(new):
+            if token in self.eos_ids:
+                new = new[: i + 1]
+                break
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        return TokenOutput(new, finish_of(new, text, request, self.eos_ids))
+
+
+class TeacherGenerator:
+    """Serve ``turns`` (texts) as sampled tokens, in order; then delegate to ``then``.
+
+    Each text is tokenised alone, so it must hold what the model would write (no chat glue).
+    """
+
+    def __init__(self, tokenizer: Any, turns: Iterable[str], then: TokenGenerator | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.turns = deque(turns)
+        self.then = then
+
+    async def generate(self, request: TokenRequest) -> TokenOutput:
+        if not self.turns:
+            if self.then is None:
+                raise RuntimeError("TeacherGenerator: no turn left and no generator to hand over to")
+            return await self.then.generate(request)
+        text = self.turns.popleft()
+        ids = [int(i) for i in self.tokenizer.encode(text, add_special_tokens=False)]
+        if len(ids) > request.max_new_tokens:
+            return TokenOutput(ids[: request.max_new_tokens], "length")
+        return TokenOutput(ids, "stop")
+
+
+@runtime_checkable
+class BatchTokenGenerator(Protocol):
+    """Samples one turn for each of several token sequences in one call."""
+
+    async def generate_batch(self, requests: list[TokenRequest]) -> list[TokenOutput]: ...
+
+
+class RoundBatcher:
+    """Gather the turns of ``members`` concurrent trajectories into one call per round.
+
+    A round is flushed once every member still running has submitted its turn, so trajectories
+    advance in lockstep and the k-th call holds the k-th turn of each. :meth:`drain` makes empty
+    calls until ``rounds`` calls were made, so that every process of a distributed run makes the
+    same number of calls (vLLM's server and tensor-parallel modes communicate inside each call).
+    """
+
+    def __init__(
+        self,
+        call: Callable[[list[TokenRequest]], Awaitable[list[TokenOutput]]],
+        members: int,
+        rounds: int,
+    ) -> None:
+        self._call = call
+        self._members = members
+        self._rounds = rounds
+        self.calls = 0
+        self._pending: list[tuple[TokenRequest, asyncio.Future[TokenOutput]]] = []
+        self._flushing = False
+        self._task: asyncio.Task[None] | None = None
+
+    def member(self) -> TokenGenerator:
+        return _Member(self)
+
+    async def submit(self, request: TokenRequest) -> TokenOutput:
+        future: asyncio.Future[TokenOutput] = asyncio.get_running_loop().create_future()
+        self._pending.append((request, future))
+        self._maybe_flush()
+        return await future
+
+    def leave(self) -> None:
+        """A member finished its trajectory (or failed): stop waiting for it."""
+        self._members -= 1
+        self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        if self._pending and not self._flushing and len(self._pending) >= self._members:
+            self._flushing = True
+            batch, self._pending = self._pending, []
+            self._task = asyncio.ensure_future(self._flush(batch))
+
+    async def _flush(self, batch: list[tuple[TokenRequest, asyncio.Future[TokenOutput]]]) -> None:
+        self.calls += 1
+        try:
+            outputs = await self._call([request for request, _ in batch])
+        except BaseException as exc:
+            for _, future in batch:
+                future.set_exception(exc)
+        else:
+            for (_, future), output in zip(batch, outputs, strict=True):
+                future.set_result(output)
+        finally:
+            self._flushing = False
+        self._maybe_flush()
+
+    async def drain(self) -> None:
+        while self.calls < self._rounds:
+            self.calls += 1
+            await self._call([])
+
+
+class _Member:
+    def __init__(self, batcher: RoundBatcher) -> None:
+        self._batcher = batcher
+
+    async def generate(self, request: TokenRequest) -> TokenOutput:
+        return await self._batcher.submit(request)
+
+
+class VLLMGenerator:
+    """Generate through TRL's ``VLLMGeneration`` (``trainer.vllm_generation``), one call per round.
+
+    Stop strings and sampling settings are those of the trainer's vLLM set-up (``generation_kwargs``
+    carries the closing tags, see :mod:`mmsr_train.grpo`); ``max_tokens`` of a call is the largest
+    of its requests, and each output is cut to its own request's limit afterwards (a prefix of a
+    sample is a sample). ``group_size`` returns the largest batch over all processes (an all-reduce):
+    every process pads its call to that size with one-token dummy prompts, because TRL's server
+    mode slices the gathered results by equal shares.
+    """
+
+    def __init__(
+        self,
+        vllm_generation: Any,
+        tokenizer: Any,
+        *,
+        eos_ids: Sequence[int],
+        group_size: Callable[[int], int] = lambda n: n,
+    ) -> None:
+        self.vllm = vllm_generation
+        self.tokenizer = tokenizer
+        self.eos_ids = list(eos_ids)
+        self.group_size = group_size
+
+    async def generate_batch(self, requests: list[TokenRequest]) -> list[TokenOutput]:
+        size = self.group_size(len(requests))
+        if size == 0:
+            return []
+        pad = [self.tokenizer.pad_token_id]
+        prompts = [r.token_ids for r in requests] + [pad] * (size - len(requests))
+        images: list[list[Any] | None] = [r.images or None for r in requests]
+        images += [None] * (size - len(requests))
+        saved = self.vllm.max_completion_length
+        self.vllm.max_completion_length = max([r.max_new_tokens for r in requests], default=1)
+        try:
+            _, completions, logprobs, logprob_ids = self.vllm.generate(
+                prompts=prompts,
+                images=images if any(i is not None for i in images) else None,
+                num_generations=1,
+            )
+        finally:
+            self.vllm.max_completion_length = saved
+        outputs = []
+        for i, request in enumerate(requests):
+            ids = [int(t) for t in completions[i][: request.max_new_tokens]]
+            lps = None
+            if logprobs is not None:
+                choices = logprob_ids[i] if logprob_ids is not None else None
+                lps = [
+                    _sampled_logprob(logprobs[i][j], choices[j] if choices else None, token)
+                    for j, token in enumerate(ids)
+                ]
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            outputs.append(TokenOutput(ids, finish_of(ids, text, request, self.eos_ids), lps))
+        return outputs
+
+
+def _sampled_logprob(values: Sequence[float | None], token_ids: Sequence[int] | None, token: int) -> float:
+    """The log-probability of the sampled token among vLLM's ranked candidates (NaN when unknown)."""
+    index = list(token_ids).index(token) if token_ids is not None and token in token_ids else 0
+    value = values[index]
+    return float("nan") if value is None else float(value)

@@ -1,0 +1,282 @@
+"""GRPO training of a searching VLM: data, tools, reward and TRL's config, wired into one call.
+
+    from mmsr_train.config import GRPORunConfig
+    from mmsr_train.grpo import train_grpo
+    config = GRPORunConfig(model="ckpt/", train_data="train.jsonl", output_dir="out/", corpus="corpus/")
+    summary = train_grpo(config)
+
+The trainer is :class:`~mmsr_train.trainer.SearchGRPOTrainer`; its checkpoints (``out/checkpoint-N``
+and the final ``out/``) hold weights, processor and ``prompt_pack.json``, and load in
+``mmsr serve --backend hf --model out/``.
+
+Logged every step besides TRL's own metrics: the reward parts (``reward/accuracy``, ``reward/format``,
+``reward/search_penalty``: the mean penalty factor of the correct answers), ``search/ratio`` (share of
+trajectories with a search), ``search/image_calls``, ``search/text_calls`` and ``turns/mean``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mmsr_serve.agent.loop import Sampling, Tools
+from mmsr_serve.agent.parser import STOP_STRINGS
+from mmsr_serve.agent.prompts import PromptPack, default_pack, load_pack
+from mmsr_serve.errors import ConfigError
+from mmsr_train.config import GRPORunConfig
+from mmsr_train.data import Sample, load_samples
+from mmsr_train.reward import MatchMode, score_trajectory
+from mmsr_train.rollout import RolloutEnv, Wrap
+
+
+def build_tools(
+    corpus: str | None,
+    cache: str | None = None,
+    cache_mode: str = "readwrite",
+    *,
+    image: Sequence[str] = (),
+    text: Sequence[str] = (),
+    reader: str = "local",
+    summarizer_base_url: str | None = None,
+    summarizer_model: str | None = None,
+) -> Tools:
+    """The search tools of the serving layer (:func:`mmsr_serve.search.factory.build_search`).
+
+    ``image`` / ``text`` name providers in fallback order (``serpapi-lens``, ``serpapi``,
+    ``duckduckgo``, ``local``...; keys from the environment, e.g. ``SERPAPI_API_KEY``); without
+    them a ``corpus`` answers both searches through the local index. With a ``cache``, every
+    provider goes through it; ``cache_mode="replay"`` serves only recorded results and needs no key
+    (repeatable runs over web searches paid for once).
+    """
+    import os
+
+    from mmsr_serve.search.config import SearchConfig, provider_env
+    from mmsr_serve.search.factory import build_search
+
+    if not image and not text:
+        if corpus is None:
+            raise ConfigError("no search tools: name providers, or pass a corpus for the local index")
+        image = text = ("local",)
+    sections = provider_env(os.environ)
+    tools = build_search(
+        SearchConfig(
+            image=tuple(image),
+            text=tuple(text),
+            index=Path(corpus) if corpus else None,
+            cache=Path(cache) if cache else None,
+            cache_mode=cache_mode,  # type: ignore[arg-type]
+            reader=reader,
+            summarizer_base_url=summarizer_base_url,
+            summarizer_model=summarizer_model,
+            providers={name: _provider(values) for name, values in sections.items()},
+        )
+    )
+    if tools.local is not None:
+        tools.local.ensure_index()
+    return Tools(tools.image, tools.text)
+
+
+def _provider(values: dict[str, str]) -> Any:
+    from mmsr_serve.search.config import ProviderConfig
+
+    return ProviderConfig(api_key=values.get("api_key"), base_url=values.get("base_url"))
+
+
+RewardFunc = Callable[..., list[float]]
+
+
+def make_reward_func(
+    mode: MatchMode = "em",
+    search_penalty: float = 0.1,
+    format_weight: float = 0.1,
+    per_search_penalty: bool = False,
+) -> RewardFunc:
+    """The paper's reward as a TRL reward function (it reads the rollouts' ``turns``)."""
+
+    def mmsr_reward(
+        turns: Sequence[Sequence[str]],
+        ground_truth: Sequence[str],
+        candidate_answers: Sequence[Sequence[str] | None],
+        log_metric: Callable[[str, float], None] | None = None,
+        **_: Any,
+    ) -> list[float]:
+        parts = [
+            score_trajectory(t, g, c or (), mode, search_penalty, format_weight, per_search_penalty)
+            for t, g, c in zip(turns, ground_truth, candidate_answers, strict=True)
+        ]
+        if log_metric is not None and parts:
+            log_metric("reward/accuracy", sum(p.accuracy for p in parts) / len(parts))
+            log_metric("reward/format", sum(p.format for p in parts) / len(parts))
+            correct = [p.penalty for p in parts if p.accuracy]
+            log_metric("reward/search_penalty", sum(correct) / len(correct) if correct else 1.0)
+        return [p.reward for p in parts]
+
+    return mmsr_reward
+
+
+def to_trl_dataset(samples: Sequence[Sample]) -> Any:
+    """A ``datasets.Dataset`` in TRL's conversational VLM layout (``prompt`` + ``image`` columns)."""
+    from datasets import Dataset, Features, Image, List, Value
+
+    with_images = any(s.image is not None for s in samples)
+    rows = []
+    for s in samples:
+        row: dict[str, Any] = {
+            "prompt": [{"role": "user", "content": s.question}],
+            "ground_truth": s.ground_truth,
+            "candidate_answers": s.candidate_answers,
+            "id": s.id,
+            "data_source": s.data_source,
+        }
+        if with_images:
+            row["image"] = _image_cell(s)
+        rows.append(row)
+    features: dict[str, Any] = {
+        "prompt": List({"role": Value("string"), "content": Value("string")}),
+        "ground_truth": Value("string"),
+        "candidate_answers": List(Value("string")),
+        "id": Value("string"),
+        "data_source": Value("string"),
+    }
+    if with_images:
+        features["image"] = Image()
+    return Dataset.from_list(rows, features=Features(features))
+
+
+def _image_cell(sample: Sample) -> dict[str, Any] | None:
+    if isinstance(sample.image, Path):
+        return {"bytes": None, "path": str(sample.image)}
+    return None if sample.image is None else {"bytes": sample.image, "path": None}
+
+
+def split_eval(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    if fraction <= 0:
+        return samples, []
+    shuffled = samples[:]
+    random.Random(seed).shuffle(shuffled)
+    held = max(1, round(len(samples) * fraction))
+    if held >= len(samples):
+        raise ConfigError("eval_fraction leaves no training samples")
+    return shuffled[held:], shuffled[:held]
+
+
+def grpo_args(config: GRPORunConfig, *, has_eval: bool) -> Any:
+    import torch
+    from trl import GRPOConfig
+
+    cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
+    bf16 = cuda if config.bf16 is None else config.bf16
+    batch = config.prompts_per_device * config.num_generations
+    return GRPOConfig(
+        output_dir=config.output_dir,
+        use_cpu=not cuda,
+        bf16=bf16,
+        learning_rate=config.learning_rate,
+        warmup_steps=config.warmup_ratio,
+        lr_scheduler_type="constant_with_warmup",
+        beta=config.beta,
+        loss_type=config.loss_type,
+        num_generations=config.num_generations,
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        max_completion_length=config.max_total_tokens,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        activation_checkpointing=config.gradient_checkpointing,
+        use_vllm=config.use_vllm,
+        vllm_mode=config.vllm_mode,
+        vllm_server_base_url=config.vllm_server_base_url,
+        vllm_gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+        generation_kwargs={"stop": list(STOP_STRINGS), "include_stop_str_in_output": True}
+        if config.use_vllm
+        else None,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=config.eval_steps,
+        per_device_eval_batch_size=batch,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        logging_steps=config.logging_steps,
+        report_to=[] if config.report_to == "none" else [config.report_to],
+        seed=config.seed,
+    )
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    output_dir: Path
+    steps: int
+    logs: dict[str, float]
+    """The last logged training metrics."""
+
+
+def load_policy(path: str, bf16: bool) -> tuple[Any, Any]:
+    """The model (float32, or bfloat16 for ``bf16``) and its processor."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from mmsr_serve.backends.hf import load_processor
+
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.bfloat16 if bf16 else torch.float32)
+    return model, load_processor(path)
+
+
+def build_trainer(config: GRPORunConfig, *, wrap: Wrap | None = None, callbacks: Sequence[Any] = ()) -> Any:
+    from mmsr_train.trainer import SearchGRPOTrainer
+
+    pack: PromptPack = load_pack(config.prompt_pack) if config.prompt_pack else default_pack()
+    train = load_samples(config.train_data)
+    if config.eval_data:
+        held = load_samples(config.eval_data)
+    else:
+        train, held = split_eval(train, config.eval_fraction, config.seed)
+    args = grpo_args(config, has_eval=bool(held))
+    model, processor = load_policy(config.model, args.bf16)
+    env = RolloutEnv(
+        tools=build_tools(
+            config.corpus,
+            config.search_cache,
+            config.search_cache_mode,
+            image=config.image_search,
+            text=config.text_search,
+            reader=config.reader,
+            summarizer_base_url=config.summarizer_base_url,
+            summarizer_model=config.summarizer_model,
+        ),
+        limits=config.limits(),
+        pack=pack,
+        sampling=Sampling(temperature=config.temperature, top_p=config.top_p),
+    )
+    reward = make_reward_func(
+        config.reward_mode, config.search_penalty, config.format_weight, config.per_search_penalty
+    )
+    return SearchGRPOTrainer(
+        model=model,
+        reward_funcs=[reward],
+        args=args,
+        train_dataset=to_trl_dataset(train),
+        eval_dataset=to_trl_dataset(held) if held else None,
+        processing_class=processor,
+        callbacks=list(callbacks),
+        env=env,
+        wrap=wrap,
+    )
+
+
+def train_grpo(
+    config: GRPORunConfig, *, wrap: Wrap | None = None, callbacks: Sequence[Any] = ()
+) -> TrainSummary:
+    """Train, save the final checkpoint to ``config.output_dir`` and return a summary."""
+    import json
+
+    trainer = build_trainer(config, wrap=wrap, callbacks=callbacks)
+    trainer.train()
+    trainer.save_model(config.output_dir)
+    out = Path(config.output_dir)
+    (out / "mmsr_run_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    return TrainSummary(out, trainer.state.global_step, dict(logs[-1]) if logs else {})

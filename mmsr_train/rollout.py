@@ -1,0 +1,126 @@
+"""Rollouts: the serving agent loop, run with a token-level policy backend.
+
+:func:`run_rollout` builds a :class:`~mmsr_serve.agent.SearchAgent` (the SDK's entry point, so the
+first turn, image loading, prompts, parser, limits and result rendering are the ones served) over
+a :class:`~mmsr_train.policy.PolicyBackend`, runs it, and returns the loop's result with the
+trajectory's token trace. :func:`run_rollouts` runs a batch concurrently: with a batch generator
+(vLLM) the turns of all trajectories share one generation call per round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from mmsr_serve.agent.agent import SearchAgent
+from mmsr_serve.agent.events import AgentResult
+from mmsr_serve.agent.limits import Limits
+from mmsr_serve.agent.loop import Sampling, Tools
+from mmsr_serve.agent.prompts import PromptPack, default_pack
+from mmsr_serve.images import ImageSource
+from mmsr_train.generators import BatchTokenGenerator, RoundBatcher
+from mmsr_train.policy import PolicyBackend, TokenGenerator, TokenTrace
+
+T = TypeVar("T")
+TRAINING_LIMITS = Limits(recover=False)
+"""The paper's training limits: 3 turns, searches 1 image / 2 text, 2048 tokens a turn, 8192 in all."""
+
+
+@dataclass(frozen=True)
+class RolloutEnv:
+    """What the model interacts with: the search tools, the limits and the prompt pack."""
+
+    tools: Tools
+    limits: Limits = TRAINING_LIMITS
+    pack: PromptPack | None = None
+    sampling: Sampling = field(default_factory=Sampling)
+
+    @property
+    def prompt_pack(self) -> PromptPack:
+        return self.pack or default_pack()
+
+
+@dataclass(frozen=True)
+class RolloutTask:
+    question: str
+    image: ImageSource | None = None
+
+
+@dataclass(frozen=True)
+class Rollout:
+    result: AgentResult
+    trace: TokenTrace
+
+    @property
+    def turns(self) -> list[str]:
+        """The model turn texts, as the reward reads them."""
+        return [turn.text for turn in self.result.turns]
+
+
+async def run_rollout(
+    task: RolloutTask, generator: TokenGenerator, processor: Any, env: RolloutEnv
+) -> Rollout:
+    backend = PolicyBackend(generator, processor, max_total_tokens=env.limits.max_total_tokens)
+    agent = SearchAgent(
+        backend,
+        image_search=env.tools.image,
+        text_search=env.tools.text,
+        limits=env.limits,
+        pack=env.prompt_pack,
+    )
+    result = await agent.run(task.question, task.image, sampling=env.sampling)
+    return Rollout(result, backend.finish(result))
+
+
+Wrap = Callable[[int, RolloutTask, TokenGenerator], TokenGenerator]
+"""``wrap(i, task, generator)`` may return another generator for the i-th task of a batch."""
+
+
+async def run_rollouts(
+    tasks: Sequence[RolloutTask],
+    generator: TokenGenerator | BatchTokenGenerator,
+    processor: Any,
+    env: RolloutEnv,
+    *,
+    wrap: Wrap | None = None,
+) -> list[Rollout]:
+    """Run every task concurrently; ``wrap`` may substitute the generator of a task (tests script turns)."""
+    if isinstance(generator, BatchTokenGenerator):
+        batcher = RoundBatcher(generator.generate_batch, len(tasks), rounds=env.limits.max_turns)
+
+        async def one(i: int, task: RolloutTask) -> Rollout:
+            try:
+                member = batcher.member()
+                return await run_rollout(task, wrap(i, task, member) if wrap else member, processor, env)
+            finally:
+                batcher.leave()
+
+        rollouts = await asyncio.gather(*(one(i, t) for i, t in enumerate(tasks)))
+        await batcher.drain()
+        return list(rollouts)
+    shared: TokenGenerator = generator
+    return list(
+        await asyncio.gather(
+            *(
+                run_rollout(t, wrap(i, t, shared) if wrap else shared, processor, env)
+                for i, t in enumerate(tasks)
+            )
+        )
+    )
+
+
+def run_sync(make: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion from synchronous code, also when an event loop is running."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_await(make))
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, _await(make)).result()
+
+
+async def _await(make: Callable[[], Awaitable[T]]) -> T:
+    return await make()

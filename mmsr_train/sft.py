@@ -1,0 +1,207 @@
+"""SFT warm start on trajectories written in our protocol, with the masking GRPO uses.
+
+Data: JSONL, one trajectory a line: ``{"image": "path", "question": "...", "turns": ["<reason>...</reason>
+<search><img></search>", "...", "<reason>...</reason><answer>...</answer>"]}`` (``image`` optional,
+relative to the file). Only the model turns are written down: each trajectory is replayed through
+the serving loop (:func:`mmsr_train.rollout.run_rollout`) with a :class:`TeacherGenerator` that
+"samples" the given turns, so the search results between them come from the same tools, pack and
+rendering as in serving and GRPO, and the token sequence and its mask are built by the same
+:class:`~mmsr_train.policy.PolicyBackend`. The loss covers the model turns only (``env_mask`` 1);
+prompt and environment tokens are labelled -100.
+
+Training runs on TRL's ``SFTTrainer`` with a collator for these pre-tokenised examples; checkpoints
+carry the prompt pack like GRPO's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm  # type: ignore[import-untyped]
+
+from mmsr_serve.agent.parser import check_trajectory
+from mmsr_serve.agent.prompts import default_pack, load_pack
+from mmsr_train.checkpoint import save_pack
+from mmsr_train.data import DataError
+from mmsr_train.generators import TeacherGenerator
+from mmsr_train.rollout import RolloutEnv, RolloutTask, run_rollout, run_sync
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    question: str
+    turns: tuple[str, ...]
+    image: Path | None = None
+    id: str = ""
+
+
+def load_trajectories(path: str | os.PathLike[str]) -> list[Trajectory]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    out = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{where}: not JSON ({exc})") from exc
+        question, turns = row.get("question") if isinstance(row, dict) else None, row.get("turns")
+        if not isinstance(question, str) or not question.strip():
+            raise DataError(f"{where}: 'question' must be a non-empty string")
+        if not isinstance(turns, list) or not all(isinstance(t, str) for t in turns):
+            raise DataError(f"{where}: 'turns' must be a list of model turn texts")
+        check = check_trajectory(turns)
+        if not check.valid:
+            raise DataError(f"{where}: not a valid trajectory: {check.reason}")
+        image = None
+        if row.get("image") is not None:
+            image = (path.parent / str(row["image"])).resolve()
+            if not image.is_file():
+                raise DataError(f"{where}: image file not found: {image}")
+        out.append(Trajectory(question.strip(), tuple(turns), image, str(row.get("id") or number)))
+    if not out:
+        raise DataError(f"{path}: no trajectories")
+    return out
+
+
+def build_example(trajectory: Trajectory, processor: Any, env: RolloutEnv) -> dict[str, Any]:
+    """Replay one trajectory through the loop; its ids, labels (-100 off the model turns) and images."""
+    teacher = TeacherGenerator(processor.tokenizer, trajectory.turns)
+    task = RolloutTask(trajectory.question, trajectory.image)
+    rollout = run_sync(lambda: run_rollout(task, teacher, processor, env))
+    if rollout.turns != list(trajectory.turns):
+        raise DataError(
+            f"trajectory {trajectory.id!r}: the loop ended after {len(rollout.turns)} of "
+            f"{len(trajectory.turns)} turns ({rollout.result.finish_reason}); "
+            "check the search limits and token budget"
+        )
+    trace = rollout.trace
+    labels = [-100] * len(trace.prompt_ids)
+    labels += [t if m else -100 for t, m in zip(trace.completion_ids, trace.env_mask, strict=True)]
+    return {"input_ids": trace.token_ids, "labels": labels, "images": list(trace.images)}
+
+
+class TrajectoryCollator:
+    """Right-pad pre-tokenised examples and add the image inputs (pixel values, grids, token types)."""
+
+    def __init__(self, processor: Any, image_token_id: int) -> None:
+        self.processor = processor
+        self.pad_id: int = processor.tokenizer.pad_token_id
+        self.image_token_id = image_token_id
+
+    def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            n = len(row["input_ids"])
+            ids[i, :n] = torch.tensor(row["input_ids"])
+            labels[i, :n] = torch.tensor(row["labels"])
+            mask[i, :n] = 1
+        batch: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        images = [image for row in rows for image in row["images"]]
+        if images:
+            pixels = self.processor.image_processor(images=images, return_tensors="pt")
+            batch.update(pixel_values=pixels["pixel_values"], image_grid_thw=pixels["image_grid_thw"])
+            batch["mm_token_type_ids"] = (ids == self.image_token_id).long()
+        return batch
+
+
+def examples_dataset(examples: Sequence[dict[str, Any]]) -> Any:
+    """The examples as a ``datasets.Dataset`` (images stored losslessly as PNG, decoded on access)."""
+    from datasets import Dataset, Features, Image, List, Value
+
+    features = Features(
+        {"input_ids": List(Value("int64")), "labels": List(Value("int64")), "images": List(Image())}
+    )
+    return Dataset.from_list(list(examples), features=features)
+
+
+@dataclass
+class SFTRunConfig:
+    model: str
+    data: str
+    output_dir: str
+    corpus: str | None = None
+    search_cache: str | None = None
+    search_cache_mode: str = "readwrite"
+    prompt_pack: str | None = None
+    learning_rate: float = 1e-5
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 1
+    gradient_accumulation_steps: int = 1
+    max_total_tokens: int = 8192
+    device: str = "auto"
+    bf16: bool | None = None
+    save_steps: int = 500
+    logging_steps: int = 1
+    seed: int = 0
+
+
+def train_sft(config: SFTRunConfig) -> Any:
+    """Build the examples, train with ``SFTTrainer``, save a servable checkpoint; return the summary."""
+    import torch
+    from trl import SFTConfig, SFTTrainer
+
+    from mmsr_train.grpo import TrainSummary, build_tools, load_policy
+    from mmsr_train.rollout import TRAINING_LIMITS
+
+    pack = load_pack(config.prompt_pack) if config.prompt_pack else default_pack()
+    cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
+    bf16 = cuda if config.bf16 is None else config.bf16
+    model, processor = load_policy(config.model, bf16)
+    env = RolloutEnv(
+        build_tools(config.corpus, config.search_cache, config.search_cache_mode),
+        TRAINING_LIMITS.with_overrides(max_total_tokens=config.max_total_tokens),
+        pack,
+    )
+    trajectories = load_trajectories(config.data)
+    examples = [build_example(t, processor, env) for t in tqdm(trajectories, desc="replaying trajectories")]
+    args = SFTConfig(
+        output_dir=config.output_dir,
+        use_cpu=not cuda,
+        bf16=bf16,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        max_length=None,
+        activation_checkpointing=False,
+        remove_unused_columns=False,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        save_steps=config.save_steps,
+        logging_steps=config.logging_steps,
+        report_to=[],
+        seed=config.seed,
+    )
+
+    class _Trainer(SFTTrainer):
+        def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+            super().save_model(output_dir, _internal_call)
+            if self.args.should_save:
+                save_pack(pack, output_dir or str(self.args.output_dir))
+
+    trainer = _Trainer(
+        model=model,
+        args=args,
+        train_dataset=examples_dataset(examples),
+        processing_class=processor,
+        data_collator=TrajectoryCollator(processor, model.config.image_token_id),
+    )
+    trainer.train()
+    trainer.save_model(config.output_dir)
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    return TrainSummary(Path(config.output_dir), trainer.state.global_step, dict(logs[-1]) if logs else {})

@@ -1,0 +1,83 @@
+"""The GRPO run config: the paper's defaults, a config file, flags over it, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mmsr_serve.errors import ConfigError
+from mmsr_train.config import GRPORunConfig
+from mmsr_train.grpo import grpo_args
+
+
+def test_defaults_are_the_papers() -> None:
+    config = GRPORunConfig(model="m", train_data="t.jsonl", output_dir="o")
+    limits = config.limits()
+    assert (limits.max_turns, limits.max_image_searches, limits.max_text_searches, limits.top_k) == (
+        3,
+        1,
+        2,
+        5,
+    )
+    assert (limits.max_new_tokens, limits.max_total_tokens, limits.recover) == (2048, 8192, False)
+    assert (config.learning_rate, config.beta, config.loss_type) == (2e-6, 0.001, "dapo")
+    assert (config.search_penalty, config.format_weight) == (0.1, 0.1)
+    args = grpo_args(GRPORunConfig(model="m", train_data="t", output_dir="o", device="cpu"), has_eval=False)
+    assert args.max_completion_length == 8192 and args.per_device_train_batch_size == 8
+    assert args.loss_type == "dapo" and args.beta == 0.001 and args.use_cpu and not args.bf16
+
+
+def test_file_then_flags(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("model: m\ntrain_data: t.jsonl\noutput_dir: o\nnum_generations: 4\nbeta: 0.0\n")
+    config = GRPORunConfig.load(path, num_generations=None, learning_rate=1e-5)
+    assert (config.num_generations, config.beta, config.learning_rate) == (4, 0.0, 1e-5)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "model: m\ntrain_data: t\noutput_dir: o\nlearning_rat: 1\n",
+            "unknown run config keys: \\['learning_rat'\\]",
+        ),
+        ("model: m\n", "missing run config keys: \\['output_dir', 'train_data'\\]"),
+        ("model: m\ntrain_data: t\noutput_dir: o\nnum_generations: 1\n", "at least 2"),
+        ("model: m\ntrain_data: t\noutput_dir: o\nmax_turns: 0\n", "max_turns"),
+        ("- a list\n", "must hold a mapping"),
+    ],
+)
+def test_bad_configs(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        GRPORunConfig.load(path)
+
+
+async def test_tools_come_from_the_serving_search_layer(tmp_path: Path, corpus: Path) -> None:
+    from mmsr_serve.errors import CacheMissError
+    from mmsr_train.grpo import build_tools
+
+    local = build_tools(str(corpus), str(tmp_path / "cache.sqlite"))
+    hits = await local.text.search_text("glass heron", 3)  # type: ignore[union-attr]
+    assert hits.provider == "local"
+    # replaying web searches needs no key, and answers only what was recorded
+    web = build_tools(None, str(tmp_path / "web.sqlite"), "replay", image=["serpapi-lens"], text=["serpapi"])
+    assert web.image is not None and web.text is not None
+    with pytest.raises(CacheMissError):
+        await web.text.search_text("never recorded", 5)
+    with pytest.raises(ConfigError, match="no search tools"):
+        build_tools(None)
+
+
+def test_importing_the_package_and_cli_loads_no_heavy_library() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mmsr_train, mmsr_train.cli, mmsr_train.grpo, mmsr_train.sft;"
+        "print([m for m in ('torch', 'transformers', 'trl', 'datasets') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"

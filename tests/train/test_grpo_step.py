@@ -1,0 +1,106 @@
+"""One GRPO step on CPU with real multi-turn search rollouts of the tiny checkpoint.
+
+Rollout 0 of the group is scripted (image search -> text search -> correct answer) so the group's
+rewards differ; rollout 1 is sampled by the random model. Checked: the rollouts' env_mask reaches
+the loss as TRL's tool_mask and covers exactly the sampled tokens; the training forward pass gets
+one image feature block per image of the trajectories (the user's image and the thumbnails); the
+loss is finite, the gradient non-zero, the weights move; reward parts and search metrics are logged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from PIL import Image
+
+from mmsr_train.config import GRPORunConfig
+from mmsr_train.generators import TeacherGenerator
+from mmsr_train.grpo import build_trainer
+from mmsr_train.policy import TokenGenerator
+from mmsr_train.rollout import RolloutTask
+
+
+@pytest.fixture(scope="module")
+def train_file(tmp_path_factory: pytest.TempPathFactory, question_image: Image.Image, designer: str) -> Path:
+    folder = tmp_path_factory.mktemp("grpo-data")
+    question_image.save(folder / "q.png")
+    row = {"image": "q.png", "question": "Who designed this?", "answers": [designer]}
+    (folder / "train.jsonl").write_text(json.dumps(row) + "\n")
+    return folder / "train.jsonl"
+
+
+def test_one_grpo_step_with_search_rollouts(
+    tiny: Path, corpus: Path, train_file: Path, scripted_turns: list[str], tmp_path: Path
+) -> None:
+    config = GRPORunConfig(
+        model=str(tiny),
+        train_data=str(train_file),
+        output_dir=str(tmp_path / "out"),
+        corpus=str(corpus),
+        num_generations=2,
+        max_steps=1,
+        max_new_tokens=96,
+        warmup_ratio=0.0,
+        max_total_tokens=1500,
+        learning_rate=1e-3,
+        device="cpu",
+        save_steps=1000,
+    )
+
+    def script_first(i: int, task: RolloutTask, generator: TokenGenerator) -> TokenGenerator:
+        return (
+            TeacherGenerator(trainer.processing_class.tokenizer, scripted_turns, generator)
+            if i == 0
+            else generator
+        )
+
+    trainer = build_trainer(config, wrap=script_first)
+    model = trainer.model
+    forwards: list[dict[str, Any]] = []
+
+    def record(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        if torch.is_grad_enabled():
+            forwards.append(dict(kwargs))
+
+    model.register_forward_pre_hook(record, with_kwargs=True)
+    losses: list[dict[str, Any]] = []
+    compute = trainer._compute_loss
+
+    def capture(model_: Any, inputs: dict[str, Any]) -> Any:
+        losses.append(inputs)
+        return compute(model_, inputs)
+
+    trainer._compute_loss = capture
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer.train()
+
+    rollouts = trainer.last_rollouts
+    assert [t.action for t in rollouts[0].result.turns] == ["image_search", "text_search", "answer"]
+    assert rollouts[0].result.answer and rollouts[1].result.turns
+    # env_mask covers exactly the sampled tokens, and reaches the loss as tool_mask
+    for r in rollouts:
+        sampled = [t for t, m in zip(r.trace.completion_ids, r.trace.env_mask, strict=True) if m]
+        assert sampled == [t for turn in r.trace.sampled for t in turn]
+    inputs = losses[0]
+    loss_tokens = (inputs["completion_mask"] * inputs["tool_mask"]).sum(dim=1).tolist()
+    assert sorted(loss_tokens) == sorted(sum(r.trace.env_mask) for r in rollouts)
+    # one image feature block per image of the trajectories, matching the placeholders
+    images = sum(len(r.trace.images) for r in rollouts)
+    assert images >= 3  # the user's image twice, plus at least one thumbnail
+    train_forward = forwards[0]
+    assert train_forward["image_grid_thw"].shape[0] == images
+    pads = int((train_forward["input_ids"] == model.config.image_token_id).sum())
+    assert pads == int(train_forward["image_grid_thw"].prod(dim=-1).sum()) // 4
+    assert train_forward["pixel_values"].shape[0] == int(train_forward["image_grid_thw"].prod(dim=-1).sum())
+    # a finite loss, a non-zero gradient, moved weights
+    logs = trainer.state.log_history[0]
+    assert math.isfinite(logs["loss"]) and logs["grad_norm"] > 0
+    assert any(not torch.equal(before[n], p.detach()) for n, p in model.named_parameters())
+    # the reward and its parts, the search ratio and turn counts are logged
+    assert logs["reward/accuracy"] == pytest.approx(0.5) and logs["rewards/mmsr_reward/mean"] > 0.4
+    assert logs["search/ratio"] >= 0.5 and logs["turns/mean"] >= 2 and "reward/format" in logs
