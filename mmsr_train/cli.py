@@ -4,6 +4,7 @@
     mmsr train grpo --config run.yaml [--flag value ...]      GRPO with search rollouts (docs/training.md)
     mmsr train sft DATA --model M --output-dir OUT            SFT warm start on protocol trajectories
     mmsr train curate DATA --model M --out OUT.jsonl          label and balance a training set
+    mmsr train demo OUT [--minutes 38] [--seed 0]             the embedded default model, from nothing
 
 Flags override the config file; heavy libraries are imported when a command runs.
 """
@@ -191,6 +192,33 @@ def curate(
     summary = report(labelled, chosen)
     typer.echo("labels: " + ", ".join(f"{k}={v}" for k, v in summary.labels.items()))
     typer.echo(f"balanced set: {len(chosen)} questions ({summary.selected}) written to {out}")
+
+
+@train_app.command("demo")
+def demo(
+    out: Annotated[Path, typer.Argument(help="Output folder: world/, sft/, grpo/, train.log.")],
+    minutes: Annotated[float, Opt(help="Wall-clock budget of SFT + GRPO.")] = 38.0,
+    seed: Annotated[int, Opt(help="World, initialisation and data-order seed.")] = 0,
+    grpo_share: Annotated[float, Opt(help="Share of --minutes given to GRPO (0: SFT only).")] = 0.2,
+    stream: Annotated[int, Opt(help="Never-repeating generated entities in the world.")] = 2000,
+    world: Annotated[Path | None, Opt(help="Reuse this world folder instead of building OUT/world.")] = None,
+    threads: Annotated[int, Opt(help="torch threads.")] = 1,
+) -> None:
+    """Train the embedded default model: world, tiny model, SFT warm start, GRPO (docs/demo.md)."""
+    from mmsr_train.demo import DemoConfig, run_demo
+
+    _quiet_experimental()
+    config = DemoConfig(
+        out=str(out),
+        seed=seed,
+        minutes=minutes,
+        grpo_share=grpo_share,
+        stream=stream,
+        world=str(world) if world else None,
+        threads=threads,
+    )
+    final = run_demo(config)
+    typer.echo(f"demo checkpoint at {final}")
 
 
 def _backend(kind: str, model: str, urls: list[str] | None) -> Any:

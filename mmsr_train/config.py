@@ -1,8 +1,9 @@
 """Run configuration of ``mmsr train grpo``: one flat dataclass, from a YAML/JSON file and/or flags.
 
-Defaults are the paper's (PAPER.md): lr 2e-6 with warm-up, KL 0.001, 8 rollouts per prompt, 3
-turns, searches 1 image / 2 text, top-5 results, 2048 tokens a turn and 8192 for the conversation
-after the first prompt, images at most 672*672 pixels, reward ``0.9 * acc * penalty + 0.1 * format``.
+Defaults are the paper's (MMSearch-R1, arXiv 2506.20670): lr 2e-6 with warm-up, KL 0.001,
+8 rollouts per prompt, 3 turns, searches 1 image / 2 text, top-5 results, 2048 tokens a turn and
+8192 for the conversation after the first prompt, images at most 672*672 pixels,
+reward ``0.9 * acc * penalty + 0.1 * format``.
 
 Decisions where the paper leaves TRL's knobs open:
 

@@ -1,7 +1,8 @@
 """Reading model turns: which action a turn ends with, and whether a trajectory has a valid shape.
 
-The protocol (PAPER.md): a turn reasons inside ``<reason>...</reason>`` and ends with exactly one
-action: ``<answer>...</answer>``, ``<search><img></search>`` or ``<text_search>query</text_search>``.
+The protocol (MMSearch-R1, arXiv 2506.20670): a turn reasons inside ``<reason>...</reason>`` and
+ends with exactly one action: ``<answer>...</answer>``, ``<search><img></search>`` or
+``<text_search>query</text_search>``.
 
 The action is decided from the END of the turn, so a tag quoted inside the reasoning is not an
 action. Parsing is lenient (what did the model ask for?), the format check is strict (does the

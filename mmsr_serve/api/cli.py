@@ -70,6 +70,9 @@ def serve(
 ) -> None:
     """Serve the search loop behind an OpenAI-compatible /v1/chat/completions.
 
+    With no model configured, serves the embedded default (a tiny searching model) over the demo
+    world, generated on first use into ~/.cache/mmsr (docs/demo.md).
+
     Web search provider keys come from the environment (SERPAPI_API_KEY, BRAVE_API_KEY, ...) or the
     config file, never from flags: see docs/search.md.
     """
@@ -84,7 +87,7 @@ def serve(
     overrides["api_keys"] = overrides.pop("api_key")
     overrides["request_timeout_s"] = overrides.pop("request_timeout")
     try:
-        settings = Settings.load(config, **overrides)
+        settings = Settings.load(config, **overrides).with_default_model()
         app = create_app(settings)
     except MMSRError as exc:
         raise typer.BadParameter(str(exc)) from exc

@@ -182,6 +182,39 @@ class Settings(BaseModel):
             return Path(self.model).name if self.backend == "hf" else self.model
         return "mmsr"
 
+    @property
+    def wants_default_model(self) -> bool:
+        """No model configured anywhere and no model server named: serve the embedded default."""
+        named = self.model_fields_set
+        return (
+            not self.model
+            and "backend_urls" not in named
+            and not ("backend" in named and self.backend == "openai")
+        )
+
+    def with_default_model(self, env: Mapping[str, str] | None = None, *, build: bool = True) -> Settings:
+        """The embedded default filled in where nothing was configured (``mmsr serve`` alone).
+
+        With no model: the packaged checkpoint (:mod:`mmsr_serve.default_model`) on the ``hf``
+        backend; with no index and no search provider either: the demo world's corpus, generated on
+        first use when ``build``. Anything configured is kept.
+        """
+        if not self.wants_default_model:
+            return self
+        from mmsr_serve import default_model
+
+        if not default_model.is_available():
+            raise ConfigError(
+                "no model: pass --model (the served model name, or the checkpoint for --backend hf); "
+                f"the embedded default model is not installed ({default_model.CHECKPOINT})"
+            )
+        update: dict[str, Any] = {"backend": "hf", "model": str(default_model.CHECKPOINT)}
+        if not self.served_model_name:
+            update["served_model_name"] = default_model.SERVED_NAME
+        if self.index is None and not self.image_search and not self.text_search:
+            update["index"] = default_model.demo_world(env, build=build) / "corpus"
+        return self.model_copy(update=update)
+
     def limits(self) -> Limits:
         return Limits(
             max_turns=self.max_turns,

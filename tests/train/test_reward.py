@@ -1,4 +1,4 @@
-"""The paper's reward: every trajectory shape and normalisation rule of PAPER.md."""
+"""The paper's reward: every trajectory shape and normalisation rule of the paper."""
 
 from __future__ import annotations
 

@@ -1,0 +1,63 @@
+"""The embedded default: a tiny searching checkpoint and the miniature world it was trained on.
+
+``mmsr serve`` with no model configured serves :data:`CHECKPOINT` (this folder: weights, tokenizer,
+processor and ``prompt_pack.json``, trained by ``mmsr train demo``; see its ``README.md``) with the
+in-process ``hf`` backend, over the demo world's corpus (:func:`demo_world`), which is generated
+from :data:`DEMO_WORLD_SEED` on first use into the cache folder (about 10 s) and reused afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+CHECKPOINT = Path(__file__).resolve().parent
+"""The packaged checkpoint folder (loads with ``--backend hf --model``)."""
+SERVED_NAME = "mmsr-demo"
+"""The model id clients see when the default is served."""
+DEMO_WORLD_SEED = 0
+"""The world the checkpoint was trained on (``mmsr world build OUT --seed 0``)."""
+
+
+def cache_root(env: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_CACHE_HOME/mmsr`` (``~/.cache/mmsr`` without the variable)."""
+    env = os.environ if env is None else env
+    root = Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else Path.home() / ".cache"
+    return root / "mmsr"
+
+
+def demo_world_dir(env: Mapping[str, str] | None = None) -> Path:
+    return cache_root(env) / "demo-world"
+
+
+def demo_world(env: Mapping[str, str] | None = None, *, build: bool = True) -> Path:
+    """The demo world's folder (``corpus/``, ``questions/``), generated first if missing.
+
+    The world is built in a temporary folder next to its place and renamed into it, so an
+    interrupted build or two servers starting at once never leave half a world behind.
+    """
+    folder = demo_world_dir(env)
+    if (folder / "world.json").is_file() or not build:
+        return folder
+    from mmsr_train.world import WorldConfig, build_world
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".demo-world-", dir=folder.parent))
+    try:
+        build_world(staging, WorldConfig(seed=DEMO_WORLD_SEED), progress=True)
+        try:
+            staging.rename(folder)
+        except OSError:
+            if not (folder / "world.json").is_file():  # not another process's finished world
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def is_available() -> bool:
+    """Whether the checkpoint's weights are installed (source trees without them still work)."""
+    return (CHECKPOINT / "model.safetensors").is_file()

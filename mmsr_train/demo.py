@@ -1,0 +1,388 @@
+"""``mmsr train demo``: the embedded default model, from nothing, on 2 CPU cores in under an hour.
+
+The recipe (choices from earlier measurements of tiny Qwen2.5-VL training on this machine class):
+
+1. **World**: the miniature world (docs/world.md) of ``--seed``, with ``--stream`` never-repeating
+   generated entities, so that copying a name into the query and a value out of the results is
+   learned rather than memorised.
+2. **Tiny model**: :func:`mmsr_train.tiny_model.build_tiny_qwen2_5_vl` (128 wide, 4 layers; vision
+   64 wide, 2 layers), the syllable tokenizer, images at most 84x84 pixels (9 image tokens; search
+   thumbnails too), and :data:`DEMO_PACK`, a prompt pack short enough for a model this small.
+3. **SFT warm start** on protocol trajectories in the world: known entities answered directly,
+   every other entity by image search, then a text search for ``<name> <field>``, then the value.
+   The sequences are built by replaying each trajectory through the serving loop
+   (:func:`mmsr_train.sft.build_example`: :class:`~mmsr_train.generators.TeacherGenerator` behind a
+   :class:`~mmsr_train.policy.PolicyBackend`), so prompts, search results and loss masks are
+   exactly GRPO's and serving's. The optimisation is a plain PyTorch teacher-forced loop rather
+   than TRL's ``SFTTrainer``: with ~200-token sequences the trainer's per-step overhead (dataset
+   decoding, image preprocessing per batch) costs more than the tiny model's forward pass, and the
+   loop pre-computes pixel values once and batches sequences of one kind together.
+4. **GRPO** with the paper's reward and search penalty (:func:`mmsr_train.grpo.train_grpo`, TRL's
+   GRPO through the serving loop) from the SFT checkpoint, for the rest of the time budget.
+5. **End of turn**: 80 more SFT steps on each checkpoint with the ``<|im_end|>`` after every
+   model turn as a target too (:func:`teach_end_of_turn`): protocol turns stop on their closing
+   tags, but a plain turn (search mode ``off``) must end on the model's own end-of-turn token.
+
+The SFT checkpoint is written to ``OUT/sft`` and the final one to ``OUT/grpo``; each is servable
+(``mmsr serve --backend hf --model OUT/grpo``) and carries the pack.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mmsr_serve.agent.prompts import PromptPack
+from mmsr_train.world.questions import Question
+
+DEMO_PACK = PromptPack(
+    name="mmsr-demo",
+    first_turn="<image>{question}",
+    first_turn_text_only="{question}",
+    results_message="<information>{results}</information>{follow_up}",
+    after_image_search="",
+    after_text_search="",
+    image_result="{title}",
+    text_result="{text}",
+    no_results="no results",
+    search_failed="search failed",
+    search_refused="no more {kind} search",
+    format_reminder="use the format",
+    text_search_required="search the web first",
+)
+"""A prompt pack for a model with a 1-token-per-byte vocabulary: every token of it is paid for in
+each training sequence. The protocol is learned from the trajectories, not read from the prompt."""
+
+IMAGE_PIXELS = 84 * 84
+"""Largest image the demo model's processor keeps (9 image tokens); thumbnails are resized too."""
+
+
+def gold_turns(question: Question) -> list[str]:
+    """The protocol trajectory a good policy writes: known facts directly, the rest by searching."""
+    answer = question.answers[0]
+    if question.known:
+        return [f"<reason>known</reason><answer>{answer}</answer>"]
+    return [
+        "<reason>unknown</reason><search><img></search>",
+        f"<reason>seen</reason><text_search>{question.query}</text_search>",
+        f"<reason>read</reason><answer>{answer}</answer>",
+    ]
+
+
+@dataclass
+class DemoConfig:
+    out: str
+    seed: int = 0
+    minutes: float = 38.0
+    """Wall-clock budget of SFT + GRPO (world building and the final save come on top)."""
+    grpo_share: float = 0.2
+    """Share of ``minutes`` given to GRPO (0: SFT only)."""
+    stream: int = 2000
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    warmup_steps: int = 50
+    known_share: float = 0.45
+    """Share of SFT batches on known entities (direct answers); the rest search."""
+    stream_share: float = 0.75
+    """Share of search batches drawn from the stream (the rest: the train split's unknown entities)."""
+    grpo_learning_rate: float = 1e-4
+    grpo_max_steps: int = 200
+    """Sets the warm-up (5% of it) and the schedule; the time budget usually stops GRPO first."""
+    grpo_generations: int = 8
+    grpo_prompts: int = 4
+    threads: int = 1
+    world: str | None = None
+    """An existing world folder to reuse (default: build ``OUT/world``)."""
+
+
+def log(out: Path, message: str) -> None:
+    line = f"[{time.strftime('%H:%M:%S')}] {message}"
+    print(line, flush=True)
+    with (out / "train.log").open("a", encoding="utf-8") as fh:
+        fh.write(line + "\n")
+
+
+def build_demo_world(folder: Path, seed: int, stream: int) -> Path:
+    from mmsr_train.world import WorldConfig, build_world
+
+    if not (folder / "world.json").is_file():
+        build_world(folder, WorldConfig(seed=seed, stream=stream), progress=True)
+    return folder
+
+
+@dataclass
+class Example:
+    input_ids: list[int]
+    labels: list[int]
+    pixel_values: Any
+    grid_thw: Any
+
+
+def encode_example(question: Question, processor: Any, env: Any) -> Example:
+    """One gold trajectory replayed through the serving loop, with its pixel values computed once."""
+    from mmsr_train.sft import Trajectory, build_example
+
+    image = Path(question.image) if question.image else None
+    row = build_example(Trajectory(question.question, tuple(gold_turns(question)), image), processor, env)
+    pixels = processor.image_processor(images=row["images"], return_tensors="pt")
+    return Example(row["input_ids"], row["labels"], pixels["pixel_values"], pixels["image_grid_thw"])
+
+
+def collate(examples: Sequence[Example], pad_id: int, image_token_id: int) -> dict[str, Any]:
+    import torch
+
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, e in enumerate(examples):
+        ids[i, : len(e.input_ids)] = torch.tensor(e.input_ids)
+        labels[i, : len(e.labels)] = torch.tensor(e.labels)
+        mask[i, : len(e.input_ids)] = 1
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "labels": labels,
+        "pixel_values": torch.cat([e.pixel_values for e in examples]),
+        "image_grid_thw": torch.cat([e.grid_thw for e in examples]),
+        "mm_token_type_ids": (ids == image_token_id).long(),
+    }
+
+
+class LazyPool:
+    """Examples encoded on first use (the first epoch pays for the replay, later ones reuse it)."""
+
+    def __init__(self, questions: list[Question], encode: Callable[[Question], Example]) -> None:
+        self.questions = questions
+        self.encode = encode
+        self.cache: dict[int, Example] = {}
+
+    def sample(self, rng: random.Random, k: int) -> list[Example]:
+        out = []
+        for i in rng.sample(range(len(self.questions)), min(k, len(self.questions))):
+            if i not in self.cache:
+                self.cache[i] = self.encode(self.questions[i])
+            out.append(self.cache[i])
+        return out
+
+
+def train_sft_demo(model_dir: Path, world: Path, out_dir: Path, config: DemoConfig, seconds: float) -> Path:
+    """Teacher-forced SFT on gold trajectories for ``seconds``; save a servable checkpoint."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from mmsr_serve.backends.hf import load_processor
+    from mmsr_train.checkpoint import save_checkpoint
+    from mmsr_train.grpo import build_tools
+    from mmsr_train.rollout import TRAINING_LIMITS, RolloutEnv
+    from mmsr_train.world import read_questions
+
+    root = Path(config.out)
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
+    processor = load_processor(str(model_dir))
+    env = RolloutEnv(build_tools(str(world / "corpus"), None, "readwrite"), TRAINING_LIMITS, DEMO_PACK)
+    train = read_questions(world / "questions" / "train.jsonl")
+    stream_file = world / "questions" / "stream.jsonl"
+    stream = read_questions(stream_file) if stream_file.is_file() else []
+
+    def encode(q: Question) -> Example:
+        return encode_example(q, processor, env)
+
+    pools = {
+        "known": LazyPool([q for q in train if q.known], encode),
+        "unknown": LazyPool([q for q in train if not q.known], encode),
+        "stream": LazyPool(stream, encode),
+    }
+    rng = random.Random(config.seed)
+    torch.manual_seed(config.seed)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, betas=(0.9, 0.98), weight_decay=0.01
+    )
+    pad_id = processor.tokenizer.pad_token_id
+    image_token_id = model.config.image_token_id
+    model.train()
+    start, step, seen, ema = time.monotonic(), 0, 0, None
+    while (elapsed := time.monotonic() - start) < seconds:
+        progress = elapsed / seconds
+        warm = min(1.0, (step + 1) / config.warmup_steps)
+        lr = config.learning_rate * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        if rng.random() < config.known_share:
+            name = "known"
+        else:
+            name = "stream" if pools["stream"].questions and rng.random() < config.stream_share else "unknown"
+        batch = collate(pools[name].sample(rng, config.batch_size), pad_id, image_token_id)
+        loss = model(**batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        seen += batch["input_ids"].shape[0]
+        value = float(loss.detach())
+        ema = value if ema is None else 0.98 * ema + 0.02 * value
+        if step % 50 == 0:
+            cached = sum(len(p.cache) for p in pools.values())
+            log(
+                root,
+                f"sft step {step} ({elapsed / 60:.1f} min): loss {ema:.4f}, lr {lr:.2e}, "
+                f"{seen} sequences, {cached} encoded",
+            )
+    model.eval()
+    save_checkpoint(model, processor, DEMO_PACK, out_dir)
+    log(root, f"sft done: {step} steps, {seen} sequences in {(time.monotonic() - start) / 60:.1f} min")
+    return out_dir
+
+
+def end_of_turn_labels(example: Example, end_id: int) -> Example:
+    """The example with the end-of-turn token after each model turn learned too.
+
+    The serving loop (and GRPO) stops a protocol turn on its closing tag, so the chat template's
+    ``<|im_end|>`` after it is an environment token, never learned in SFT; but a plain turn (the
+    ``off`` search mode, or a client calling the model without the protocol) has no stop strings
+    and needs the model to end its turn itself. The model turns stay targets: with the end token
+    alone as target, the model learns to end every turn at once.
+    """
+    labels = list(example.labels)
+    for i in range(1, len(example.input_ids)):
+        if example.input_ids[i] == end_id and example.labels[i - 1] != -100:
+            labels[i] = end_id
+    return Example(example.input_ids, labels, example.pixel_values, example.grid_thw)
+
+
+def teach_end_of_turn(
+    folder: Path, world: Path, config: DemoConfig, steps: int = 80, lr: float = 3e-4
+) -> Path:
+    """A few SFT steps that also teach the end-of-turn token (:func:`end_of_turn_labels`), saved
+    over ``folder``: the last stage of the recipe, applied to the SFT and the GRPO checkpoints."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from mmsr_serve.backends.hf import load_processor
+    from mmsr_train.checkpoint import save_checkpoint
+    from mmsr_train.grpo import build_tools
+    from mmsr_train.rollout import TRAINING_LIMITS, RolloutEnv
+    from mmsr_train.world import read_questions
+
+    model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32)
+    processor = load_processor(str(folder))
+    env = RolloutEnv(build_tools(str(world / "corpus"), None, "readwrite"), TRAINING_LIMITS, DEMO_PACK)
+    end_id = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    rng = random.Random(config.seed)
+    questions = rng.sample(read_questions(world / "questions" / "train.jsonl"), 128)
+    stream = world / "questions" / "stream.jsonl"
+    if stream.is_file():
+        questions += rng.sample(read_questions(stream), 128)
+    pool = [end_of_turn_labels(encode_example(q, processor, env), end_id) for q in questions]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.0)
+    model.train()
+    for step in range(steps):
+        batch = collate(
+            rng.sample(pool, config.batch_size), processor.tokenizer.pad_token_id, model.config.image_token_id
+        )
+        loss = model(**batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if step % 20 == 0 or step == steps - 1:
+            log(Path(config.out), f"end-of-turn {folder.name} step {step}: loss {float(loss.detach()):.4f}")
+    model.eval()
+    save_checkpoint(model, processor, DEMO_PACK, folder)
+    return folder
+
+
+def grpo_data(world: Path, out: Path, seed: int, size: int = 4000) -> Path:
+    """A GRPO question mix: the train split (known and unknown) and stream questions, shuffled."""
+    rows = []
+    for name in ("train", "stream"):
+        path = world / "questions" / f"{name}.jsonl"
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                row = json.loads(line)
+                row["image"] = str((path.parent / row["image"]).resolve())
+                rows.append(row)
+    random.Random(seed).shuffle(rows)
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows[:size]), encoding="utf-8")
+    return out
+
+
+def train_grpo_demo(sft_dir: Path, world: Path, out_dir: Path, config: DemoConfig, seconds: float) -> Path:
+    """GRPO from the SFT checkpoint until ``seconds`` have passed (checked after each step)."""
+    from transformers import TrainerCallback
+
+    from mmsr_train.config import GRPORunConfig
+    from mmsr_train.grpo import train_grpo
+
+    root = Path(config.out)
+    pack_file = DEMO_PACK.save(root / "demo_pack.json")
+    start = time.monotonic()
+
+    class _Budget(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            if time.monotonic() - start > seconds:
+                control.should_training_stop = True
+            return control
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            keys = ("reward", "reward/accuracy", "search/ratio", "turns/mean", "loss")
+            shown = {k: round(float(v), 4) for k, v in (logs or {}).items() if k in keys}
+            log(root, f"grpo step {state.global_step} ({(time.monotonic() - start) / 60:.1f} min): {shown}")
+
+    run = GRPORunConfig(
+        model=str(sft_dir),
+        train_data=str(grpo_data(world, root / "grpo_questions.jsonl", config.seed)),
+        output_dir=str(out_dir),
+        corpus=str(world / "corpus"),
+        prompt_pack=str(pack_file),
+        max_new_tokens=32,
+        max_total_tokens=512,
+        num_generations=config.grpo_generations,
+        prompts_per_device=config.grpo_prompts,
+        learning_rate=config.grpo_learning_rate,
+        max_steps=config.grpo_max_steps,
+        warmup_ratio=0.05,
+        save_steps=100_000,
+        logging_steps=1,
+        device="cpu",
+        seed=config.seed,
+    )
+    summary = train_grpo(run, callbacks=[_Budget()])
+    log(root, f"grpo done: {summary.steps} steps in {(time.monotonic() - start) / 60:.1f} min")
+    return out_dir
+
+
+def run_demo(config: DemoConfig) -> Path:
+    """The whole recipe; returns the final checkpoint folder."""
+    import torch
+
+    from mmsr_train.tiny_model import build_tiny_qwen2_5_vl
+
+    torch.set_num_threads(config.threads)
+    root = Path(config.out)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "demo_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n", encoding="utf-8")
+    t0 = time.monotonic()
+    world = (
+        Path(config.world) if config.world else build_demo_world(root / "world", config.seed, config.stream)
+    )
+    log(root, f"world ready at {world} ({time.monotonic() - t0:.0f} s)")
+    init = build_tiny_qwen2_5_vl(root / "init", seed=config.seed, max_pixels=IMAGE_PIXELS)
+    budget = config.minutes * 60
+    sft_seconds = budget * (1 - config.grpo_share)
+    sft = train_sft_demo(init, world, root / "sft", config, sft_seconds)
+    final = sft
+    if config.grpo_share > 0:
+        remaining = budget - (time.monotonic() - t0)
+        final = train_grpo_demo(sft, world, root / "grpo", config, max(60.0, remaining))
+    # Last: both checkpoints learn to end a plain (unprotocolled) turn; GRPO started before this.
+    for folder in dict.fromkeys([sft, final]):
+        teach_end_of_turn(folder, world, config)
+    return final

@@ -1,0 +1,114 @@
+"""``mmsr train demo``: gold trajectories, their token sequences, and a few seconds of the recipe."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mmsr_serve.agent.parser import check_trajectory
+from mmsr_train.cli import train_app
+from mmsr_train.demo import (
+    DEMO_PACK,
+    IMAGE_PIXELS,
+    DemoConfig,
+    LazyPool,
+    encode_example,
+    gold_turns,
+    train_sft_demo,
+)
+from mmsr_train.world import WorldConfig, build_world, read_questions
+from mmsr_train.world.questions import Question
+
+pytest.importorskip("transformers")
+
+TINY_WORLD = WorldConfig(seed=3, entities=4, fresh_entities=1, stream=2, train_views=1, test_views=1)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demo-world")
+    build_world(out, TINY_WORLD)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mmsr_train.tiny_model import build_tiny_qwen2_5_vl
+
+    return build_tiny_qwen2_5_vl(tmp_path_factory.mktemp("tiny"), max_pixels=IMAGE_PIXELS)
+
+
+def test_gold_turns_follow_the_protocol(world: Path) -> None:
+    questions = read_questions(world / "questions" / "train.jsonl")
+    known = next(q for q in questions if q.known)
+    unknown = next(q for q in questions if not q.known)
+    assert gold_turns(known) == [f"<reason>known</reason><answer>{known.answers[0]}</answer>"]
+    turns = gold_turns(unknown)
+    assert len(turns) == 3 and f"<text_search>{unknown.query}</text_search>" in turns[1]
+    for q in (known, unknown):
+        assert check_trajectory(gold_turns(q)).valid
+    DEMO_PACK.check_placeholders()
+
+
+def test_examples_are_the_serving_loop_with_loss_on_model_turns_only(world: Path, tiny: Path) -> None:
+    from mmsr_serve.backends.hf import load_processor
+    from mmsr_train.grpo import build_tools
+    from mmsr_train.rollout import TRAINING_LIMITS, RolloutEnv
+
+    processor = load_processor(str(tiny))
+    env = RolloutEnv(build_tools(str(world / "corpus"), None, "readwrite"), TRAINING_LIMITS, DEMO_PACK)
+    question = next(q for q in read_questions(world / "questions" / "stream.jsonl"))
+    example = encode_example(question, processor, env)
+    tokenizer = processor.tokenizer
+    text = tokenizer.decode(example.input_ids)
+    assert f"name: {question.entity}" in text  # the text search's result is in the sequence
+    learned = tokenizer.decode([t for t in example.labels if t != -100])
+    assert learned.startswith("<reason>unknown</reason><search><img></search>")
+    assert f"<answer>{question.answers[0]}</answer>" in learned and "<information>" not in learned
+    images = int(example.grid_thw.prod(dim=1).sum()) // 4
+    assert example.input_ids.count(tokenizer.convert_tokens_to_ids("<|image_pad|>")) == images
+    assert all(int(h) * 14 <= 84 and int(w) * 14 <= 84 for _, h, w in example.grid_thw.tolist())
+
+
+def test_lazy_pool_encodes_each_question_once() -> None:
+    calls: list[str] = []
+    questions = [Question(id=str(i), question="q", answers=("a",), split="train") for i in range(3)]
+
+    def encode(q: Question) -> object:
+        calls.append(q.id)
+        return q.id
+
+    pool = LazyPool(questions, encode)  # type: ignore[arg-type]
+    rng = random.Random(0)
+    for _ in range(4):
+        assert len(pool.sample(rng, 2)) == 2
+    assert sorted(set(calls)) == sorted(calls) and len(calls) <= 3
+
+
+def test_a_few_seconds_of_sft_give_a_servable_checkpoint(world: Path, tiny: Path, tmp_path: Path) -> None:
+    from mmsr_serve.agent.prompts import load_pack
+
+    config = DemoConfig(out=str(tmp_path), batch_size=4, warmup_steps=1)
+    out = train_sft_demo(tiny, world, tmp_path / "sft", config, seconds=1.0)
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    assert load_pack(out / "prompt_pack.json") == DEMO_PACK
+    assert "sft done" in (tmp_path / "train.log").read_text()
+
+
+def test_cli_lists_the_demo_recipe() -> None:
+    result = CliRunner().invoke(train_app, ["demo", "--help"])
+    assert result.exit_code == 0
+    assert "--minutes" in result.output and "--seed" in result.output
+
+
+def test_end_of_turn_labels_keep_the_model_turns_and_add_the_end_token() -> None:
+    from mmsr_train.demo import Example, end_of_turn_labels
+
+    end = 9
+    ids = [1, 2, 3, 4, end, 5, 6, end]
+    labels = [-100, -100, 3, 4, -100, -100, -100, -100]  # model turn 3 4, then glue, then a prompt
+    out = end_of_turn_labels(Example(ids, labels, None, None), end)
+    assert out.labels == [-100, -100, 3, 4, end, -100, -100, -100]
