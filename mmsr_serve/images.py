@@ -31,6 +31,8 @@ DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 # Refuse decompression bombs well before PIL's own (warning-only) threshold: 24 megapixels is
 # about 72 MB of RGB while decoding, and more than any camera picture a user would send.
 MAX_DECODED_PIXELS = 24 * 1000 * 1000
+# Qwen2-VL-family processors refuse images whose sides are 200 or more times apart.
+MAX_ASPECT_RATIO = 199
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,6 +77,8 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, url: str 
             w, h = probe.size
             if w * h > MAX_DECODED_PIXELS:
                 raise ImageError(f"image is {w}x{h} pixels, more than the {MAX_DECODED_PIXELS} allowed")
+            if max(w, h) > MAX_ASPECT_RATIO * min(w, h):
+                raise ImageError(f"image is {w}x{h} pixels: sides more than {MAX_ASPECT_RATIO} times apart")
             if probe.format == "JPEG":  # decode at a reduced scale that still covers max_pixels
                 scale = math.sqrt(max_pixels / (w * h))
                 probe.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))

@@ -17,6 +17,7 @@ Two layouts are read, each validated row by row (a :class:`DataError` names the 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -25,7 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from PIL import Image, UnidentifiedImageError
+
 from mmsr_serve.errors import MMSRError
+from mmsr_serve.images import MAX_ASPECT_RATIO, MAX_DECODED_PIXELS
 
 
 class DataError(MMSRError):
@@ -88,6 +92,7 @@ def load_jsonl(path: str | os.PathLike[str]) -> list[Sample]:
             image_path = (path.parent / image).resolve()
             if not image_path.is_file():
                 raise DataError(f"{where}: image file not found: {image_path}")
+            check_image(image_path.read_bytes(), where)
         samples.append(
             Sample(
                 question=_question(row.get("question"), where),
@@ -169,7 +174,25 @@ def _image_bytes(value: Any, where: str) -> bytes | None:
         return None
     if not isinstance(value, bytes) or not value:
         raise DataError(f"{where}: the image must be encoded bytes")
+    check_image(value, where)
     return value
+
+
+def check_image(data: bytes, where: str) -> None:
+    """Fail at load time, naming the row, on an image the model could not take: undecodable, too
+    large, or with sides too far apart for the processor (a crash mid-run names nothing)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            w, h = image.size
+            image.verify()
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{where}: the image cannot be decoded ({exc})") from exc
+    if w * h > MAX_DECODED_PIXELS:
+        raise DataError(f"{where}: the image is {w}x{h} pixels, more than {MAX_DECODED_PIXELS}")
+    if max(w, h) > MAX_ASPECT_RATIO * min(w, h):
+        raise DataError(
+            f"{where}: the image is {w}x{h} pixels, sides more than {MAX_ASPECT_RATIO} times apart"
+        )
 
 
 def _question(value: Any, where: str) -> str:

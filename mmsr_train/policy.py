@@ -132,6 +132,8 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
 class PolicyBackend(ModelBackend):
     """One trajectory's model, kept as token ids (see the module docstring)."""
 
+    keeps_stop_strings = True  # sampled ids are the truth: never add a tag the model did not write
+
     def __init__(
         self, generator: TokenGenerator, processor: Any, *, max_total_tokens: int, model: str = "policy"
     ) -> None:

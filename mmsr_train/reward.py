@@ -21,6 +21,7 @@ character, which includes ASCII's), the articles a/an/the removed, white space c
 from __future__ import annotations
 
 import re
+import string
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,7 +34,11 @@ _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
 
 
 def normalize_answer(text: str) -> str:
-    text = "".join(c for c in text.lower() if not unicodedata.category(c).startswith("P"))
+    """Lower case, no punctuation (Unicode's and all of ASCII's, ``$+<=>^`|~`` included), no
+    articles, collapsed white space."""
+    text = "".join(
+        c for c in text.lower() if c not in string.punctuation and not unicodedata.category(c).startswith("P")
+    )
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 

@@ -46,3 +46,9 @@ def test_decompression_bombs_are_refused_before_decoding() -> None:
     Image.new("1", (side, side)).save(buf, "PNG")  # a few kB on the wire
     with pytest.raises(ImageError, match="pixels, more than"):
         decode_image(buf.getvalue())
+
+
+def test_extreme_aspect_ratios_are_refused() -> None:
+    with pytest.raises(ImageError, match="more than 199 times apart"):
+        decode_image(encode_image(Image.new("RGB", (600, 2))))
+    assert decode_image(encode_image(Image.new("RGB", (398, 2)))).size[0] == 398

@@ -157,7 +157,9 @@ async def agent_loop(
             yield delta
         completion = out[0]
         # parse
-        text = restore_stop(completion.text, completion.finish_reason)
+        text = completion.text
+        if not backend.keeps_stop_strings:
+            text = restore_stop(text, completion.finish_reason)
         turn_usage = Usage(completion.prompt_tokens or 0, completion.completion_tokens or 0)
         usage += turn_usage
         first_prompt = first_prompt or turn_usage.prompt_tokens

@@ -186,9 +186,10 @@ class Settings(BaseModel):
     def wants_default_model(self) -> bool:
         """No model configured anywhere and no model server named: serve the embedded default."""
         named = self.model_fields_set
+        server_settings = {"backend_urls", "backend_api_key", "backend_timeout_s"}
         return (
             not self.model
-            and "backend_urls" not in named
+            and not (named & server_settings)
             and not ("backend" in named and self.backend == "openai")
         )
 
@@ -211,7 +212,7 @@ class Settings(BaseModel):
         update: dict[str, Any] = {"backend": "hf", "model": str(default_model.CHECKPOINT)}
         if not self.served_model_name:
             update["served_model_name"] = default_model.SERVED_NAME
-        if self.index is None and not self.image_search and not self.text_search:
+        if self.index is None and self.index_path is None and not self.image_search and not self.text_search:
             update["index"] = default_model.demo_world(env, build=build) / "corpus"
         return self.model_copy(update=update)
 

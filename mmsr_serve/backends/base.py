@@ -89,6 +89,10 @@ class ModelBackend(ABC):
     """One model behind a small async interface. Subclasses implement :meth:`stream`."""
 
     model: str = "model"
+    keeps_stop_strings: bool = False
+    """True when the returned text always holds the stop string that ended it (generation in
+    process). The loop then never restores a closing tag: a turn that ended on end-of-sequence
+    with an open tag is malformed, not a stripped stop (which a remote server may do)."""
 
     @abstractmethod
     def stream(self, request: GenerateRequest) -> AsyncIterator[Delta | Completion]:

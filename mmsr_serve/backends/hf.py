@@ -101,6 +101,8 @@ class TransformersBackend(ModelBackend):
     backend before serving, not inside a request.
     """
 
+    keeps_stop_strings = True  # transformers keeps the stop string it stopped on
+
     def __init__(
         self,
         model_path: str | os.PathLike[str],

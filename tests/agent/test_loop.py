@@ -349,3 +349,25 @@ async def test_an_undecodable_thumbnail_is_shown_by_its_title_only() -> None:
     assert len(after_image.images) == 1  # only the good thumbnail
     assert "1. Title: Broken" in after_image.text and "2. Title: Page 0" in after_image.text
     assert result.finish_reason == "stop"
+
+
+class InProcessBackend(ScriptedBackend):
+    keeps_stop_strings = True
+
+
+async def test_an_unclosed_tag_from_a_backend_that_keeps_stop_strings_is_malformed() -> None:
+    # generation in process ended on end-of-sequence with an open tag: no stop string was hit,
+    # so the loop must not write the closing tag the model never produced
+    backend = InProcessBackend([f"{R}<answer>Paris", f"{R}<answer>Paris</answer>"])
+    result = await SearchAgent(backend).run("Q?")
+    assert result.turns[0].text == f"{R}<answer>Paris"
+    assert result.turns[0].parsed.action == "none"
+    assert (result.answer, len(result.turns)) == ("Paris", 2)
+
+
+async def test_a_thumbnail_the_model_could_not_take_is_dropped() -> None:
+    sliver = ImageHit("Sliver", "https://img.example/sliver", encode_image(Image.new("RGB", (600, 2))))
+    backend = ScriptedBackend([IMG, f"{R}<answer>x</answer>"])
+    await SearchAgent(backend, image_search=FakeImageSearch([sliver])).run("Q?", photo())
+    after_image = backend.requests[1].messages[-1]
+    assert after_image.images == [] and "1. Title: Sliver" in after_image.text

@@ -73,6 +73,16 @@ def test_a_named_model_server_without_a_model_is_still_an_error() -> None:
     with pytest.raises(ConfigError, match="no model"):
         create_app(settings.with_default_model(env={}))
     assert not Settings.load(env={}, backend="openai").wants_default_model
+    # settings that only make sense for a model server name one too
+    assert not Settings.load(env={"MMSR_BACKEND_API_KEY": "k"}).wants_default_model
+    assert not Settings.load(env={}, backend_timeout_s=30).wants_default_model
+
+
+def test_an_explicit_index_path_is_not_paired_with_the_demo_corpus(tmp_path: Path) -> None:
+    settings = Settings.load(env={}, index_path=tmp_path / "my.sqlite").with_default_model(
+        env={}, build=False
+    )
+    assert settings.backend == "hf" and settings.index is None
 
 
 def test_the_cache_folder_follows_xdg(tmp_path: Path) -> None:

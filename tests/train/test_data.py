@@ -136,3 +136,29 @@ def test_trl_dataset_layout(tmp_path: Path) -> None:
     assert "image" not in to_trl_dataset(samples[1:]).column_names
     train, held = split_eval([Sample(f"Q{i}", ("a",)) for i in range(10)], 0.2, seed=0)
     assert len(train) == 8 and len(held) == 2 and not {s.question for s in train} & {s.question for s in held}
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (b"<html>not a picture</html>", "cannot be decoded"),
+        (None, "sides more than 199 times apart"),  # a 600x2 sliver
+    ],
+)
+def test_unusable_images_fail_at_load_time_naming_the_row(
+    tmp_path: Path, image: bytes | None, message: str
+) -> None:
+    if image is None:
+        buf = io.BytesIO()
+        Image.new("RGB", (600, 2)).save(buf, "PNG")
+        image = buf.getvalue()
+    (tmp_path / "bad.png").write_bytes(image)
+    path = tmp_path / "set.jsonl"
+    path.write_text(
+        json.dumps({"question": "Q?", "answers": ["a"]})
+        + "\n"
+        + json.dumps({"image": "bad.png", "question": "Q?", "answers": ["a"]})
+        + "\n"
+    )
+    with pytest.raises(DataError, match=rf"set\.jsonl, line 2: .*{message}"):
+        load_samples(path)

@@ -105,3 +105,11 @@ def test_parts_explain_the_reward() -> None:
 def test_the_answer_comes_from_the_last_turn_only() -> None:
     quoted = "<reason>Maybe <answer>Paris</answer>? No.</reason><text_search>paris</text_search>"
     assert score_trajectory([quoted], "Paris").answer is None
+
+
+def test_all_ascii_punctuation_is_removed() -> None:
+    from mmsr_train.reward import is_correct, normalize_answer
+
+    assert normalize_answer("$1.5 million") == "15 million"
+    assert normalize_answer("a<b|c~d") == "abcd"
+    assert is_correct("1.5 million", ["$1.5 million"])
