@@ -21,7 +21,7 @@ import io
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,9 +71,8 @@ def load_samples(path: str | os.PathLike[str]) -> list[Sample]:
     raise DataError(f"{path}: expected a .jsonl or .parquet file")
 
 
-def load_jsonl(path: str | os.PathLike[str]) -> list[Sample]:
-    path = Path(path)
-    samples = []
+def jsonl_rows(path: Path) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """The JSON objects of a JSONL file with their line number and a ``where`` for errors."""
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
@@ -84,6 +83,13 @@ def load_jsonl(path: str | os.PathLike[str]) -> list[Sample]:
             raise DataError(f"{where}: not JSON ({exc})") from exc
         if not isinstance(row, dict):
             raise DataError(f"{where}: expected a JSON object")
+        yield number, where, row
+
+
+def load_jsonl(path: str | os.PathLike[str]) -> list[Sample]:
+    path = Path(path)
+    samples = []
+    for number, where, row in jsonl_rows(path):
         image = row.get("image")
         image_path = None
         if image is not None:

@@ -15,7 +15,6 @@ carry the prompt pack like GRPO's.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from tqdm import tqdm  # type: ignore[import-untyped]
 from mmsr_serve.agent.parser import check_trajectory
 from mmsr_serve.agent.prompts import default_pack, load_pack
 from mmsr_train.checkpoint import save_pack
-from mmsr_train.data import DataError
+from mmsr_train.data import DataError, jsonl_rows
 from mmsr_train.generators import TeacherGenerator
 from mmsr_train.rollout import RolloutEnv, RolloutTask, run_rollout, run_sync
 
@@ -45,15 +44,8 @@ def load_trajectories(path: str | os.PathLike[str]) -> list[Trajectory]:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     out = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}, line {number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: not JSON ({exc})") from exc
-        question, turns = row.get("question") if isinstance(row, dict) else None, row.get("turns")
+    for number, where, row in jsonl_rows(path):
+        question, turns = row.get("question"), row.get("turns")
         if not isinstance(question, str) or not question.strip():
             raise DataError(f"{where}: 'question' must be a non-empty string")
         if not isinstance(turns, list) or not all(isinstance(t, str) for t in turns):
