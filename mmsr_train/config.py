@@ -29,6 +29,8 @@ import yaml
 from mmsr_serve.agent.limits import Limits
 from mmsr_serve.errors import ConfigError, InvalidInputError
 
+_LIMITS = Limits()  # the paper's limits, the one place they are written
+
 
 @dataclass
 class GRPORunConfig:
@@ -56,13 +58,13 @@ class GRPORunConfig:
     search_cache_mode: Literal["readwrite", "replay", "refresh"] = "readwrite"
     prompt_pack: str | None = None
     # rollouts (the paper's training limits)
-    max_turns: int = 3
-    max_image_searches: int = 1
-    max_text_searches: int = 2
-    top_k: int = 5
-    max_new_tokens: int = 2048
-    max_total_tokens: int = 8192
-    max_image_pixels: int = 672 * 672
+    max_turns: int = _LIMITS.max_turns
+    max_image_searches: int = _LIMITS.max_image_searches
+    max_text_searches: int = _LIMITS.max_text_searches
+    top_k: int = _LIMITS.top_k
+    max_new_tokens: int = _LIMITS.max_new_tokens
+    max_total_tokens: int = _LIMITS.max_total_tokens
+    max_image_pixels: int = _LIMITS.max_image_pixels
     temperature: float = 1.0
     top_p: float = 1.0
     # reward

@@ -44,6 +44,8 @@ ENV_PREFIX = "MMSR_"
 _ENV_NAMES = {"backend_urls": "MMSR_BACKEND_URL", "api_keys": "MMSR_API_KEY"}
 _CACHE_OFF = ("off", "none")
 
+_LIMITS = Limits()  # request limits default to the protocol's own
+
 
 class ProviderSettings(BaseModel):
     """One web provider's section of the config file (``providers: {serpapi: {...}}``)."""
@@ -80,14 +82,14 @@ class Settings(BaseModel):
     web providers use ``~/.cache/mmsr/search-cache.sqlite``; ``off``: no cache at all."""
     search_cache_mode: Literal["readwrite", "replay", "refresh"] = "readwrite"
     prompt_pack: Path | None = None
-    max_turns: int = Field(3, ge=1)
-    max_image_searches: int = Field(1, ge=0)
-    max_text_searches: int = Field(2, ge=0)
-    top_k: int = Field(5, ge=1)
-    max_tokens: int = Field(2048, ge=1)
+    max_turns: int = Field(_LIMITS.max_turns, ge=1)
+    max_image_searches: int = Field(_LIMITS.max_image_searches, ge=0)
+    max_text_searches: int = Field(_LIMITS.max_text_searches, ge=0)
+    top_k: int = Field(_LIMITS.top_k, ge=1)
+    max_tokens: int = Field(_LIMITS.max_new_tokens, ge=1)
     """Tokens per model turn (the ceiling of a request's ``max_tokens``)."""
-    max_total_tokens: int = Field(8192, ge=1)
-    search_timeout_s: float = Field(60.0, gt=0)
+    max_total_tokens: int = Field(_LIMITS.max_total_tokens, ge=1)
+    search_timeout_s: float = Field(_LIMITS.search_timeout_s, gt=0)
     # web search (docs/search.md)
     image_search: list[str] = Field(default_factory=list)
     """Image search providers in fallback order; default ``local`` when ``index`` is set."""
@@ -110,7 +112,7 @@ class Settings(BaseModel):
     # request limits
     max_images: int = Field(4, ge=0)
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1)
-    max_image_pixels: int = Field(672 * 672, ge=1)
+    max_image_pixels: int = Field(_LIMITS.max_image_pixels, ge=1)
     allow_image_urls: bool = True
     """Accept http(s) image URLs (fetched through the safe fetcher) besides data URLs."""
     fetch_allow: list[str] = Field(default_factory=list)
