@@ -96,6 +96,9 @@ class DemoConfig:
     """Sets the warm-up (5% of it) and the schedule; the time budget usually stops GRPO first."""
     grpo_generations: int = 8
     grpo_prompts: int = 4
+    value_weight: float = 1.0
+    """Loss weight of the tokens the policy must copy or recall (the text search query and the
+    answer) relative to the protocol's fixed tokens."""
     threads: int = 1
     world: str | None = None
     """An existing world folder to reuse (default: build ``OUT/world``)."""
@@ -132,6 +135,40 @@ def encode_example(question: Question, processor: Any, env: Any) -> Example:
     row = build_example(Trajectory(question.question, tuple(gold_turns(question)), image), processor, env)
     pixels = processor.image_processor(images=row["images"], return_tensors="pt")
     return Example(row["input_ids"], row["labels"], pixels["pixel_values"], pixels["image_grid_thw"])
+
+
+VALUE_TAGS = (("<text_search>", "</text_search>"), ("<answer>", "</answer>"))
+"""The spans whose content is a value (copied from the results, or recalled), not protocol."""
+
+
+def value_weights(example: Example, tag_ids: dict[str, int], weight: float) -> list[float]:
+    """Per-token loss weights: ``weight`` for label tokens inside a :data:`VALUE_TAGS` span (the
+    closing tag included), 1 for the other label tokens, 0 where there is no label."""
+    closers = {tag_ids[o]: tag_ids[c] for o, c in VALUE_TAGS}
+    out, inside = [], None
+    for token, label in zip(example.input_ids, example.labels, strict=True):
+        if label == -100:
+            out.append(0.0)
+            inside = None
+            continue
+        out.append(weight if inside is not None else 1.0)
+        if inside is not None and token == inside:
+            inside = None
+        elif token in closers:
+            inside = closers[token]
+    return out
+
+
+def weighted_loss(logits: Any, labels: Any, weights: Any) -> Any:
+    """Next-token cross-entropy, each target token weighted; normalised by the weights' sum."""
+    import torch.nn.functional as F
+
+    logits, labels, weights = logits[:, :-1], labels[:, 1:], weights[:, 1:]
+    losses = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100, reduction="none"
+    )
+    weights = weights.reshape(-1)
+    return (losses * weights).sum() / weights.sum().clamp(min=1.0)
 
 
 def collate(examples: Sequence[Example], pad_id: int, image_token_id: int) -> dict[str, Any]:
@@ -206,6 +243,7 @@ def train_sft_demo(model_dir: Path, world: Path, out_dir: Path, config: DemoConf
     )
     pad_id = processor.tokenizer.pad_token_id
     image_token_id = model.config.image_token_id
+    tag_ids = {t: processor.tokenizer.convert_tokens_to_ids(t) for pair in VALUE_TAGS for t in pair}
     model.train()
     start, step, seen, ema = time.monotonic(), 0, 0, None
     while (elapsed := time.monotonic() - start) < seconds:
@@ -218,8 +256,16 @@ def train_sft_demo(model_dir: Path, world: Path, out_dir: Path, config: DemoConf
             name = "known"
         else:
             name = "stream" if pools["stream"].questions and rng.random() < config.stream_share else "unknown"
-        batch = collate(pools[name].sample(rng, config.batch_size), pad_id, image_token_id)
-        loss = model(**batch).loss
+        examples = pools[name].sample(rng, config.batch_size)
+        batch = collate(examples, pad_id, image_token_id)
+        if config.value_weight == 1.0:
+            loss = model(**batch).loss
+        else:
+            weights = torch.zeros(batch["labels"].shape)
+            for i, e in enumerate(examples):
+                weights[i, : len(e.labels)] = torch.tensor(value_weights(e, tag_ids, config.value_weight))
+            labels = batch.pop("labels")
+            loss = weighted_loss(model(**batch).logits, labels, weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -55,6 +55,8 @@ __all__ = ["DEFAULT_INDEX_NAME", "DOCS_FILE", "LocalIndex", "build_index"]
 
 _IMAGE_DOCS = "SELECT line, d.title, d.url, i.thumbnail FROM docs AS d JOIN images AS i USING (line)"
 logger = logging.getLogger(__name__)
+DEFAULT_MIN_RELATIVE_SCORE = 0.25
+"""Text hits below this share of the best hit's BM25 score are not returned."""
 
 
 class _Loaded:
@@ -89,9 +91,13 @@ class LocalIndex:
     ``max_distance`` is the largest perceptual-hash distance (out of 192 bits) still reported as
     a match; ``score`` is ``1 - distance / 192``. ``extract_chars`` bounds each text hit's extract
     (its ``score`` is the BM25 score, higher is better); ``title_weight`` is the BM25 weight of
-    the title relative to the text. Call :meth:`ensure_index` at start-up to build the index
-    and surface corpus errors (:class:`ConfigError`) early; a search that cannot load any index
-    raises :class:`SearchError` instead, like every provider.
+    the title relative to the text; text hits scoring below ``min_relative_score`` times the best
+    hit's score are dropped (BM25 joins the query words with ``OR``, so a page that matches only a
+    common word such as ``year`` would otherwise fill the remaining places with noise).
+
+    Call :meth:`ensure_index` at start-up to build the index and surface corpus errors
+    (:class:`ConfigError`) early; a search that cannot load any index raises
+    :class:`SearchError` instead, like every provider.
     """
 
     name = "local"
@@ -104,12 +110,16 @@ class LocalIndex:
         max_distance: int = imgidx.DEFAULT_MAX_DISTANCE,
         extract_chars: int = textidx.DEFAULT_EXTRACT_CHARS,
         title_weight: float = 3.0,
+        min_relative_score: float = DEFAULT_MIN_RELATIVE_SCORE,
     ) -> None:
+        if not 0.0 <= min_relative_score <= 1.0:
+            raise ConfigError(f"min_relative_score must be within [0, 1], not {min_relative_score}")
         self.corpus_dir = Path(corpus_dir)
         self.index_path = default_index_path(self.corpus_dir, index_path)
         self.max_distance = max_distance
         self.extract_chars = extract_chars
         self.title_weight = title_weight
+        self.min_relative_score = min_relative_score
         self._docs_path = self.corpus_dir / DOCS_FILE
         self._lock = threading.Lock()  # held while (re)building or loading
         self._loaded: _Loaded | None = None
@@ -187,9 +197,11 @@ class LocalIndex:
             rows = loaded.query(textidx.SEARCH, (self.title_weight, textidx.fts_match(words), k))
         except sqlite3.Error as exc:
             raise SearchError(f"local text search failed: {exc}") from exc
+        floor = -rows[0][3] * self.min_relative_score if rows else 0.0
         return [
             TextHit(title, url, textidx.extract(text, words, self.extract_chars), score=-rank)
             for title, url, text, rank in rows
+            if -rank >= floor
         ]
 
     async def search_image(self, image: InputImage, k: int = 5) -> SearchResults:

@@ -101,6 +101,27 @@ async def test_k_bounds_the_hits(index: LocalIndex) -> None:
         await index.search_text("heron", 0)
 
 
+async def test_hits_far_below_the_best_are_dropped(tmp_path: Path) -> None:
+    """BM25 ORs the query words: pages sharing only a common word with the query are noise."""
+    root = tmp_path / "c"
+    rows = [{"id": "bamoti", "url": "https://w.example/bamoti", "title": "Bamoti", "text": "year: 1843"}]
+    rows += [
+        {"id": f"d{i}", "url": f"https://w.example/d{i}", "title": f"Doc {i}", "text": f"year: 19{i:02d}"}
+        for i in range(6)
+    ]
+    _write_docs(root, rows)
+    idx = LocalIndex(root)
+    hits = (await idx.search_text("Bamoti year", 5)).hits
+    assert [h.url for h in hits] == ["https://w.example/bamoti"]
+    assert len((await idx.search_text("year", 5)).hits) == 5  # equally good hits all stay
+    idx.close()
+    every = LocalIndex(root, min_relative_score=0.0)
+    assert len((await every.search_text("Bamoti year", 5)).hits) == 5
+    every.close()
+    with pytest.raises(ConfigError):
+        LocalIndex(root, min_relative_score=1.5)
+
+
 HOSTILE = [
     '"',
     '""',

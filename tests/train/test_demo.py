@@ -112,3 +112,33 @@ def test_end_of_turn_labels_keep_the_model_turns_and_add_the_end_token() -> None
     labels = [-100, -100, 3, 4, -100, -100, -100, -100]  # model turn 3 4, then glue, then a prompt
     out = end_of_turn_labels(Example(ids, labels, None, None), end)
     assert out.labels == [-100, -100, 3, 4, end, -100, -100, -100]
+
+
+def test_value_weights_cover_the_query_and_the_answer_only() -> None:
+    from mmsr_train.demo import Example, value_weights
+
+    tags = {"<text_search>": 10, "</text_search>": 11, "<answer>": 12, "</answer>": 13}
+    # model turn: 1 10 5 6 11 | env: 7 7 | model turn: 12 8 13
+    ids = [1, 10, 5, 6, 11, 7, 7, 12, 8, 13]
+    labels = [1, 10, 5, 6, 11, -100, -100, 12, 8, 13]
+    weights = value_weights(Example(ids, labels, None, None), tags, 3.0)
+    assert weights == [1.0, 1.0, 3.0, 3.0, 3.0, 0.0, 0.0, 1.0, 3.0, 3.0]
+
+
+def test_weighted_loss_is_cross_entropy_when_weights_are_one() -> None:
+    import torch
+
+    from mmsr_train.demo import weighted_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7)
+    labels = torch.tensor([[-100, 1, 2, -100, 4], [-100, -100, 3, 3, -100]])
+    ones = (labels != -100).float()
+    plain = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 7), labels[:, 1:].reshape(-1))
+    assert torch.allclose(weighted_loss(logits, labels, ones), plain)
+    # doubling the weight of one target moves the loss towards that target's loss
+    heavy = ones.clone()
+    heavy[0, 2] = 5.0
+    token_loss = torch.nn.functional.cross_entropy(logits[0, 1:2], labels[0, 2:3])
+    shifted = weighted_loss(logits, labels, heavy)
+    assert abs(float(shifted - token_loss)) < abs(float(plain - token_loss))
