@@ -202,6 +202,9 @@ def demo(
     grpo_share: Annotated[float, Opt(help="Share of --minutes given to GRPO (0: SFT only).")] = 0.2,
     stream: Annotated[int, Opt(help="Never-repeating generated entities in the world.")] = 2000,
     world: Annotated[Path | None, Opt(help="Reuse this world folder instead of building OUT/world.")] = None,
+    always_share: Annotated[
+        float, Opt(help="Share of SFT batches in the always (RAG workflow) search mode.")
+    ] = 0.0,
     value_weight: Annotated[
         float, Opt(help="SFT loss weight of query and answer tokens (protocol tokens weigh 1).")
     ] = 1.0,
@@ -218,6 +221,7 @@ def demo(
         grpo_share=grpo_share,
         stream=stream,
         world=str(world) if world else None,
+        always_share=always_share,
         value_weight=value_weight,
         threads=threads,
     )

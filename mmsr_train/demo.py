@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mmsr_serve.agent.loop import SearchMode
 from mmsr_serve.agent.prompts import PromptPack
 from mmsr_train.world.questions import Question
 
@@ -63,16 +64,19 @@ IMAGE_PIXELS = 84 * 84
 """Largest image the demo model's processor keeps (9 image tokens); thumbnails are resized too."""
 
 
-def gold_turns(question: Question) -> list[str]:
-    """The protocol trajectory a good policy writes: known facts directly, the rest by searching."""
+def gold_turns(question: Question, mode: SearchMode = "auto") -> list[str]:
+    """The protocol trajectory a good policy writes: known facts directly, the rest by searching.
+
+    In the ``always`` mode (the RAG workflow) the loop has run the image search before the first
+    turn, so every question goes on with the text search, known entities too."""
     answer = question.answers[0]
+    search = f"<reason>seen</reason><text_search>{question.query}</text_search>"
+    read = f"<reason>read</reason><answer>{answer}</answer>"
+    if mode == "always":
+        return [search, read]
     if question.known:
         return [f"<reason>known</reason><answer>{answer}</answer>"]
-    return [
-        "<reason>unknown</reason><search><img></search>",
-        f"<reason>seen</reason><text_search>{question.query}</text_search>",
-        f"<reason>read</reason><answer>{answer}</answer>",
-    ]
+    return ["<reason>unknown</reason><search><img></search>", search, read]
 
 
 @dataclass
@@ -91,6 +95,10 @@ class DemoConfig:
     """Share of SFT batches on known entities (direct answers); the rest search."""
     stream_share: float = 0.75
     """Share of search batches drawn from the stream (the rest: the train split's unknown entities)."""
+    always_share: float = 0.0
+    """Share of SFT batches in the ``always`` search mode (the RAG workflow: image search run by
+    the loop, then the model's text search and answer), over train and stream questions alike,
+    so that the workflow baseline of the evaluation is a trained behaviour too."""
     grpo_learning_rate: float = 1e-4
     grpo_max_steps: int = 200
     """Sets the warm-up (5% of it) and the schedule; the time budget usually stops GRPO first."""
@@ -127,12 +135,13 @@ class Example:
     grid_thw: Any
 
 
-def encode_example(question: Question, processor: Any, env: Any) -> Example:
+def encode_example(question: Question, processor: Any, env: Any, mode: SearchMode = "auto") -> Example:
     """One gold trajectory replayed through the serving loop, with its pixel values computed once."""
     from mmsr_train.sft import Trajectory, build_example
 
     image = Path(question.image) if question.image else None
-    row = build_example(Trajectory(question.question, tuple(gold_turns(question)), image), processor, env)
+    trajectory = Trajectory(question.question, tuple(gold_turns(question, mode)), image, mode=mode)
+    row = build_example(trajectory, processor, env)
     pixels = processor.image_processor(images=row["images"], return_tensors="pt")
     return Example(row["input_ids"], row["labels"], pixels["pixel_values"], pixels["image_grid_thw"])
 
@@ -231,10 +240,14 @@ def train_sft_demo(model_dir: Path, world: Path, out_dir: Path, config: DemoConf
     def encode(q: Question) -> Example:
         return encode_example(q, processor, env)
 
+    def encode_always(q: Question) -> Example:
+        return encode_example(q, processor, env, "always")
+
     pools = {
         "known": LazyPool([q for q in train if q.known], encode),
         "unknown": LazyPool([q for q in train if not q.known], encode),
         "stream": LazyPool(stream, encode),
+        "always": LazyPool(train + stream, encode_always),
     }
     rng = random.Random(config.seed)
     torch.manual_seed(config.seed)
@@ -252,7 +265,9 @@ def train_sft_demo(model_dir: Path, world: Path, out_dir: Path, config: DemoConf
         lr = config.learning_rate * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        if rng.random() < config.known_share:
+        if config.always_share and rng.random() < config.always_share:
+            name = "always"
+        elif rng.random() < config.known_share:
             name = "known"
         else:
             name = "stream" if pools["stream"].questions and rng.random() < config.stream_share else "unknown"

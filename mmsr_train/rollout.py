@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from mmsr_serve.agent.agent import SearchAgent
 from mmsr_serve.agent.events import AgentResult
 from mmsr_serve.agent.limits import Limits
-from mmsr_serve.agent.loop import Sampling, Tools
+from mmsr_serve.agent.loop import Sampling, SearchMode, Tools
 from mmsr_serve.agent.prompts import PromptPack, default_pack
 from mmsr_serve.images import ImageSource
 from mmsr_train.generators import BatchTokenGenerator, RoundBatcher
@@ -47,6 +47,8 @@ class RolloutEnv:
 class RolloutTask:
     question: str
     image: ImageSource | None = None
+    mode: SearchMode = "auto"
+    """``always`` replays the RAG workflow (the loop searches the image first); SFT data only."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ async def run_rollout(
         limits=env.limits,
         pack=env.prompt_pack,
     )
-    result = await agent.run(task.question, task.image, sampling=env.sampling)
+    result = await agent.run(task.question, task.image, sampling=env.sampling, mode=task.mode)
     return Rollout(result, backend.finish(result))
 
 

@@ -2,7 +2,8 @@
 
 Data: JSONL, one trajectory a line: ``{"image": "path", "question": "...", "turns": ["<reason>...</reason>
 <search><img></search>", "...", "<reason>...</reason><answer>...</answer>"]}`` (``image`` optional,
-relative to the file). Only the model turns are written down: each trajectory is replayed through
+relative to the file; ``"mode": "always"`` for a RAG-workflow trajectory, whose image search the
+loop runs before the first turn). Only the model turns are written down: each trajectory is replayed through
 the serving loop (:func:`mmsr_train.rollout.run_rollout`) with a :class:`TeacherGenerator` that
 "samples" the given turns, so the search results between them come from the same tools, pack and
 rendering as in serving and GRPO, and the token sequence and its mask are built by the same
@@ -23,6 +24,7 @@ from typing import Any
 
 from tqdm import tqdm  # type: ignore[import-untyped]
 
+from mmsr_serve.agent.loop import SearchMode
 from mmsr_serve.agent.parser import check_trajectory
 from mmsr_serve.agent.prompts import default_pack, load_pack
 from mmsr_train.checkpoint import save_pack
@@ -37,6 +39,9 @@ class Trajectory:
     turns: tuple[str, ...]
     image: Path | None = None
     id: str = ""
+    mode: SearchMode = "auto"
+    """``always``: the RAG workflow, where the loop runs the image search before the first turn,
+    so ``turns`` start with the model's text search."""
 
 
 def load_trajectories(path: str | os.PathLike[str]) -> list[Trajectory]:
@@ -58,7 +63,10 @@ def load_trajectories(path: str | os.PathLike[str]) -> list[Trajectory]:
             image = (path.parent / str(row["image"])).resolve()
             if not image.is_file():
                 raise DataError(f"{where}: image file not found: {image}")
-        out.append(Trajectory(question.strip(), tuple(turns), image, str(row.get("id") or number)))
+        mode = row.get("mode", "auto")
+        if mode not in ("auto", "always"):
+            raise DataError(f"{where}: 'mode' must be 'auto' or 'always', not {mode!r}")
+        out.append(Trajectory(question.strip(), tuple(turns), image, str(row.get("id") or number), mode))
     if not out:
         raise DataError(f"{path}: no trajectories")
     return out
@@ -67,7 +75,7 @@ def load_trajectories(path: str | os.PathLike[str]) -> list[Trajectory]:
 def build_example(trajectory: Trajectory, processor: Any, env: RolloutEnv) -> dict[str, Any]:
     """Replay one trajectory through the loop; its ids, labels (-100 off the model turns) and images."""
     teacher = TeacherGenerator(processor.tokenizer, trajectory.turns)
-    task = RolloutTask(trajectory.question, trajectory.image)
+    task = RolloutTask(trajectory.question, trajectory.image, trajectory.mode)
     rollout = run_sync(lambda: run_rollout(task, teacher, processor, env))
     if rollout.turns != list(trajectory.turns):
         raise DataError(

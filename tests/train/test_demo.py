@@ -73,6 +73,25 @@ def test_examples_are_the_serving_loop_with_loss_on_model_turns_only(world: Path
     assert all(int(h) * 14 <= 84 and int(w) * 14 <= 84 for _, h, w in example.grid_thw.tolist())
 
 
+def test_always_mode_examples_start_after_the_loops_image_search(world: Path, tiny: Path) -> None:
+    from mmsr_serve.backends.hf import load_processor
+    from mmsr_train.grpo import build_tools
+    from mmsr_train.rollout import TRAINING_LIMITS, RolloutEnv
+
+    processor = load_processor(str(tiny))
+    env = RolloutEnv(build_tools(str(world / "corpus"), None, "readwrite"), TRAINING_LIMITS, DEMO_PACK)
+    question = next(q for q in read_questions(world / "questions" / "train.jsonl") if q.known)
+    assert gold_turns(question, "always")[0].startswith("<reason>seen</reason><text_search>")
+    example = encode_example(question, processor, env, "always")
+    tokenizer = processor.tokenizer
+    text = tokenizer.decode(example.input_ids)
+    first_model_turn = text.index("<reason>")
+    assert text.index(question.entity) < first_model_turn  # the image search's titles come first
+    learned = tokenizer.decode([t for t in example.labels if t != -100])
+    assert learned.startswith(f"<reason>seen</reason><text_search>{question.query}</text_search>")
+    assert learned.endswith(f"<answer>{question.answers[0]}</answer>")
+
+
 def test_lazy_pool_encodes_each_question_once() -> None:
     calls: list[str] = []
     questions = [Question(id=str(i), question="q", answers=("a",), split="train") for i in range(3)]

@@ -52,6 +52,16 @@ def test_invalid_trajectories_are_refused_with_their_line(tmp_path: Path) -> Non
         load_trajectories(path)
 
 
+def test_trajectory_mode_is_read_and_checked(tmp_path: Path) -> None:
+    turns = ["<reason>a</reason><text_search>heron</text_search>", "<reason>b</reason><answer>x</answer>"]
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({"question": "q", "turns": turns, "mode": "always"}) + "\n")
+    assert load_trajectories(path)[0].mode == "always"
+    path.write_text(json.dumps({"question": "q", "turns": turns, "mode": "off"}) + "\n")
+    with pytest.raises(DataError, match="line 1: 'mode' must be 'auto' or 'always'"):
+        load_trajectories(path)
+
+
 def test_a_trajectory_the_loop_cannot_replay_is_refused(processor: Any, tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
     turns = ["<reason>a</reason><text_search>heron</text_search>", "<reason>b</reason><answer>x</answer>"]
