@@ -92,7 +92,7 @@ class DemoConfig:
     learning_rate: float = 1e-3
     warmup_steps: int = 50
     known_share: float = 0.45
-    """Share of SFT batches on known entities (direct answers); the rest search."""
+    """Share of the ``auto``-mode SFT batches on known entities (direct answers); the rest search."""
     stream_share: float = 0.75
     """Share of search batches drawn from the stream (the rest: the train split's unknown entities)."""
     always_share: float = 0.0
@@ -106,10 +106,18 @@ class DemoConfig:
     grpo_prompts: int = 4
     value_weight: float = 1.0
     """Loss weight of the tokens the policy must copy or recall (the text search query and the
-    answer) relative to the protocol's fixed tokens."""
+    answer) relative to the protocol's fixed tokens. The logged loss is normalised by the weights,
+    so it does not compare across values."""
     threads: int = 1
     world: str | None = None
     """An existing world folder to reuse (default: build ``OUT/world``)."""
+
+    def __post_init__(self) -> None:
+        for name in ("grpo_share", "known_share", "stream_share", "always_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1], not {getattr(self, name)}")
+        if self.value_weight <= 0:
+            raise ValueError(f"value_weight must be positive, not {self.value_weight}")
 
 
 def log(out: Path, message: str) -> None:
@@ -257,6 +265,8 @@ def train_sft_demo(model_dir: Path, world: Path, out_dir: Path, config: DemoConf
     pad_id = processor.tokenizer.pad_token_id
     image_token_id = model.config.image_token_id
     tag_ids = {t: processor.tokenizer.convert_tokens_to_ids(t) for pair in VALUE_TAGS for t in pair}
+    if len(set(tag_ids.values())) != len(tag_ids) or processor.tokenizer.unk_token_id in tag_ids.values():
+        raise ValueError(f"the tokenizer has no single token for each of {list(tag_ids)}")
     model.train()
     start, step, seen, ema = time.monotonic(), 0, 0, None
     while (elapsed := time.monotonic() - start) < seconds:

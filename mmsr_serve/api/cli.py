@@ -35,6 +35,9 @@ def serve(
     index_path: Annotated[
         Path | None, Opt(help="Local index file (default: inside the corpus folder; for read-only corpora).")
     ] = None,
+    index_min_score: Annotated[
+        float | None, Opt(help="Local text search: drop hits under this share of the best score (0.25).")
+    ] = None,
     search_cache: Annotated[Path | None, Opt(help="SQLite file caching every search, or 'off'.")] = None,
     search_cache_mode: Annotated[str | None, Opt(help="readwrite, replay or refresh.")] = None,
     image_search: Annotated[

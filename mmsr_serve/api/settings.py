@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from mmsr_serve.agent.limits import Limits
 from mmsr_serve.errors import ConfigError
 from mmsr_serve.search.config import (
+    DEFAULT_MIN_RELATIVE_SCORE,
     IMAGE_PROVIDERS,
     PROVIDER_SECTIONS,
     TEXT_PROVIDERS,
@@ -77,6 +78,8 @@ class Settings(BaseModel):
     """Local search corpus folder (``docs.jsonl`` + images): the search tools when no provider is named."""
     index_path: Path | None = None
     """The local index file; default ``<index>/.mmsr-index.sqlite`` (set it for a read-only corpus)."""
+    index_min_score: float = Field(DEFAULT_MIN_RELATIVE_SCORE, ge=0.0, le=1.0)
+    """Local text search: hits scoring under this share of the best hit's BM25 score are dropped."""
     search_cache: Path | Literal["off"] | None = None
     """SQLite file caching every search (may sit on storage shared by several gateways). Unset: the
     web providers use ``~/.cache/mmsr/search-cache.sqlite``; ``off``: no cache at all."""
@@ -251,6 +254,7 @@ class Settings(BaseModel):
             text=text,
             index=self.index,
             index_path=self.index_path,
+            index_min_score=self.index_min_score,
             cache=cache,
             cache_mode=self.search_cache_mode,
             reader=self.page_reader,

@@ -42,6 +42,8 @@ ORDER BY rank LIMIT ?
 """
 
 DEFAULT_EXTRACT_CHARS = 400
+DEFAULT_MIN_RELATIVE_SCORE = 0.25
+"""Text hits below this share of the best hit's BM25 score are not returned."""
 MAX_QUERY_TERMS = 32
 _WORD = re.compile(r"[^\W_]+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\s*\n\s*")

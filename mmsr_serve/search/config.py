@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mmsr_serve.search._http import RetryPolicy
+from mmsr_serve.search._text_index import DEFAULT_MIN_RELATIVE_SCORE
 
 __all__ = [
+    "DEFAULT_MIN_RELATIVE_SCORE",
     "IMAGE_PROVIDERS",
     "PROVIDER_SECTIONS",
     "READERS",
@@ -89,6 +91,8 @@ class SearchConfig:
     """The local corpus folder (for ``local``)."""
     index_path: Path | None = None
     """Where the local index file lives; default inside the corpus folder (which may be read-only)."""
+    index_min_score: float = DEFAULT_MIN_RELATIVE_SCORE
+    """Local text hits under this share of the best hit's score are dropped."""
     cache: Path | None = None
     """The cache file every provider goes through; ``None``: no cache."""
     cache_mode: Literal["readwrite", "replay", "refresh"] = "readwrite"

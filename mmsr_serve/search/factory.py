@@ -109,7 +109,9 @@ class _Builder:
         if self.local is None:
             if self.cfg.index is None:
                 raise ConfigError("the local search provider needs a corpus folder (--index)")
-            self.local = LocalIndex(self.cfg.index, self.cfg.index_path)
+            self.local = LocalIndex(
+                self.cfg.index, self.cfg.index_path, min_relative_score=self.cfg.index_min_score
+            )
             self.closing.append(self.local)
         return self.local
 

@@ -55,8 +55,6 @@ __all__ = ["DEFAULT_INDEX_NAME", "DOCS_FILE", "LocalIndex", "build_index"]
 
 _IMAGE_DOCS = "SELECT line, d.title, d.url, i.thumbnail FROM docs AS d JOIN images AS i USING (line)"
 logger = logging.getLogger(__name__)
-DEFAULT_MIN_RELATIVE_SCORE = 0.25
-"""Text hits below this share of the best hit's BM25 score are not returned."""
 
 
 class _Loaded:
@@ -110,10 +108,12 @@ class LocalIndex:
         max_distance: int = imgidx.DEFAULT_MAX_DISTANCE,
         extract_chars: int = textidx.DEFAULT_EXTRACT_CHARS,
         title_weight: float = 3.0,
-        min_relative_score: float = DEFAULT_MIN_RELATIVE_SCORE,
+        min_relative_score: float = textidx.DEFAULT_MIN_RELATIVE_SCORE,
     ) -> None:
         if not 0.0 <= min_relative_score <= 1.0:
             raise ConfigError(f"min_relative_score must be within [0, 1], not {min_relative_score}")
+        if title_weight <= 0:
+            raise ConfigError(f"title_weight must be positive, not {title_weight}")
         self.corpus_dir = Path(corpus_dir)
         self.index_path = default_index_path(self.corpus_dir, index_path)
         self.max_distance = max_distance

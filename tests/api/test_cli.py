@@ -35,7 +35,19 @@ def test_settings_precedence_file_env_flags(tmp_path: Path) -> None:
     assert Settings.load(env={"MMSR_CONFIG": str(json_config)}).model_id == "m"
 
 
-@pytest.mark.parametrize("bad", [{"max_turns": 0}, {"backend": "tgi"}, {"nonsense": 1}])
+def test_the_index_cut_off_reaches_the_local_index(tmp_path: Path) -> None:
+    from mmsr_serve.search.factory import build_search
+
+    settings = Settings.load(env={"MMSR_INDEX_MIN_SCORE": "0.5"}, model="m", index=tmp_path)
+    config = settings.search_config()
+    assert config.index_min_score == 0.5
+    tools = build_search(config)
+    assert getattr(tools.text, "min_relative_score", None) == 0.5
+
+
+@pytest.mark.parametrize(
+    "bad", [{"max_turns": 0}, {"backend": "tgi"}, {"nonsense": 1}, {"index_min_score": 1.5}]
+)
 def test_bad_settings_are_config_errors(bad: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
         Settings.load(env={}, **bad)
