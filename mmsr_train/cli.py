@@ -202,6 +202,12 @@ def demo(
     grpo_share: Annotated[float, Opt(help="Share of --minutes given to GRPO (0: SFT only).")] = 0.2,
     stream: Annotated[int, Opt(help="Never-repeating generated entities in the world.")] = 2000,
     world: Annotated[Path | None, Opt(help="Reuse this world folder instead of building OUT/world.")] = None,
+    known_share: Annotated[
+        float, Opt(help="Share of auto-mode SFT batches answering known entities directly.")
+    ] = 0.45,
+    stream_share: Annotated[
+        float, Opt(help="Share of search SFT batches drawn from the stream entities.")
+    ] = 0.75,
     always_share: Annotated[
         float, Opt(help="Share of SFT batches in the always (RAG workflow) search mode.")
     ] = 0.0,
@@ -221,6 +227,8 @@ def demo(
         grpo_share=grpo_share,
         stream=stream,
         world=str(world) if world else None,
+        known_share=known_share,
+        stream_share=stream_share,
         always_share=always_share,
         value_weight=value_weight,
         threads=threads,

@@ -120,7 +120,12 @@ def test_a_few_seconds_of_sft_give_a_servable_checkpoint(world: Path, tiny: Path
 def test_cli_lists_the_demo_recipe() -> None:
     result = CliRunner().invoke(train_app, ["demo", "--help"])
     assert result.exit_code == 0
-    assert "--minutes" in result.output and "--seed" in result.output
+    for flag in ("--minutes", "--seed", "--value-weight", "--always-share", "--known-share"):
+        assert flag in result.output
+    with pytest.raises(ValueError, match="always_share"):
+        DemoConfig(out="x", always_share=1.5)
+    with pytest.raises(ValueError, match="value_weight"):
+        DemoConfig(out="x", value_weight=0)
 
 
 def test_end_of_turn_labels_keep_the_model_turns_and_add_the_end_token() -> None:
