@@ -105,9 +105,9 @@ class DemoConfig:
     grpo_generations: int = 8
     grpo_prompts: int = 4
     value_weight: float = 1.0
-    """Loss weight of the tokens the policy must copy or recall (the text search query and the
-    answer) relative to the protocol's fixed tokens. The logged loss is normalised by the weights,
-    so it does not compare across values."""
+    """Loss weight of the tokens that decide or carry a value (the reasoning, the text search
+    query and the answer) relative to the protocol's fixed tokens. The logged loss is normalised
+    by the weights, so it does not compare across values."""
     threads: int = 1
     world: str | None = None
     """An existing world folder to reuse (default: build ``OUT/world``)."""
@@ -154,8 +154,9 @@ def encode_example(question: Question, processor: Any, env: Any, mode: SearchMod
     return Example(row["input_ids"], row["labels"], pixels["pixel_values"], pixels["image_grid_thw"])
 
 
-VALUE_TAGS = (("<text_search>", "</text_search>"), ("<answer>", "</answer>"))
-"""The spans whose content is a value (copied from the results, or recalled), not protocol."""
+VALUE_TAGS = (("<reason>", "</reason>"), ("<text_search>", "</text_search>"), ("<answer>", "</answer>"))
+"""The spans whose content is a decision (the reasoning: known, unknown, seen, read) or a value
+(copied from the results, or recalled), not fixed protocol."""
 
 
 def value_weights(example: Example, tag_ids: dict[str, int], weight: float) -> list[float]:

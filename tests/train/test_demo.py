@@ -138,10 +138,11 @@ def test_end_of_turn_labels_keep_the_model_turns_and_add_the_end_token() -> None
     assert out.labels == [-100, -100, 3, 4, end, -100, -100, -100]
 
 
-def test_value_weights_cover_the_query_and_the_answer_only() -> None:
+def test_value_weights_cover_the_reasoning_query_and_answer_only() -> None:
     from mmsr_train.demo import Example, value_weights
 
     tags = {"<text_search>": 10, "</text_search>": 11, "<answer>": 12, "</answer>": 13}
+    tags |= {"<reason>": 14, "</reason>": 15}
     # model turn: 1 10 5 6 11 | env: 7 7 | model turn: 12 8 13
     ids = [1, 10, 5, 6, 11, 7, 7, 12, 8, 13]
     labels = [1, 10, 5, 6, 11, -100, -100, 12, 8, 13]
