@@ -214,6 +214,9 @@ def demo(
     value_weight: Annotated[
         float, Opt(help="SFT loss weight of query and answer tokens (protocol tokens weigh 1).")
     ] = 1.0,
+    decision_minutes: Annotated[
+        float, Opt(help="Minutes of a second SFT stage with the reasoning weighted like the values.")
+    ] = 0.0,
     threads: Annotated[int, Opt(help="torch threads.")] = 1,
 ) -> None:
     """Train the embedded default model: world, tiny model, SFT warm start, GRPO (docs/demo.md)."""
@@ -231,6 +234,7 @@ def demo(
         stream_share=stream_share,
         always_share=always_share,
         value_weight=value_weight,
+        decision_minutes=decision_minutes,
         threads=threads,
     )
     final = run_demo(config)

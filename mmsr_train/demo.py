@@ -34,7 +34,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -105,9 +105,17 @@ class DemoConfig:
     grpo_generations: int = 8
     grpo_prompts: int = 4
     value_weight: float = 1.0
-    """Loss weight of the tokens that decide or carry a value (the reasoning, the text search
-    query and the answer) relative to the protocol's fixed tokens. The logged loss is normalised
-    by the weights, so it does not compare across values."""
+    """Loss weight of the tokens the policy must copy or recall (the text search query and the
+    answer) relative to the protocol's fixed tokens. The logged loss is normalised by the weights,
+    so it does not compare across values."""
+    reason_weight: float = 1.0
+    """Loss weight of the reasoning (whose first tokens are the search decision) in the SFT stage."""
+    decision_minutes: float = 0.0
+    """A second SFT stage (taken from ``minutes``) from the first one's checkpoint, with the
+    reasoning weighted like the values (``reason_weight = value_weight``) and a constant
+    ``decision_learning_rate``: the first stage, values weighted alone, learns to copy but lets
+    the search decision drift; this stage restores the decision."""
+    decision_learning_rate: float = 3e-4
     threads: int = 1
     world: str | None = None
     """An existing world folder to reuse (default: build ``OUT/world``)."""
@@ -116,8 +124,11 @@ class DemoConfig:
         for name in ("grpo_share", "known_share", "stream_share", "always_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], not {getattr(self, name)}")
-        if self.value_weight <= 0:
-            raise ValueError(f"value_weight must be positive, not {self.value_weight}")
+        for name in ("value_weight", "reason_weight"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
+        if self.decision_minutes < 0:
+            raise ValueError(f"decision_minutes must not be negative, not {self.decision_minutes}")
 
 
 def log(out: Path, message: str) -> None:
@@ -154,26 +165,32 @@ def encode_example(question: Question, processor: Any, env: Any, mode: SearchMod
     return Example(row["input_ids"], row["labels"], pixels["pixel_values"], pixels["image_grid_thw"])
 
 
-VALUE_TAGS = (("<reason>", "</reason>"), ("<text_search>", "</text_search>"), ("<answer>", "</answer>"))
-"""The spans whose content is a decision (the reasoning: known, unknown, seen, read) or a value
-(copied from the results, or recalled), not fixed protocol."""
+VALUE_TAGS = (("<text_search>", "</text_search>"), ("<answer>", "</answer>"))
+"""The spans whose content is a value (copied from the results, or recalled), not protocol."""
+REASON_TAGS = ("<reason>", "</reason>")
+"""The span whose first tokens are the search decision (known, unknown) or the step (seen, read)."""
 
 
-def value_weights(example: Example, tag_ids: dict[str, int], weight: float) -> list[float]:
-    """Per-token loss weights: ``weight`` for label tokens inside a :data:`VALUE_TAGS` span (the
-    closing tag included), 1 for the other label tokens, 0 where there is no label."""
-    closers = {tag_ids[o]: tag_ids[c] for o, c in VALUE_TAGS}
-    out, inside = [], None
+def value_weights(
+    example: Example, tag_ids: dict[str, int], weight: float, reason_weight: float = 1.0
+) -> list[float]:
+    """Per-token loss weights: ``weight`` for label tokens inside a :data:`VALUE_TAGS` span,
+    ``reason_weight`` inside the :data:`REASON_TAGS` span (closing tags included), 1 for the other
+    label tokens, 0 where there is no label."""
+    spans = {tag_ids[o]: (tag_ids[c], weight) for o, c in VALUE_TAGS}
+    spans[tag_ids[REASON_TAGS[0]]] = (tag_ids[REASON_TAGS[1]], reason_weight)
+    out: list[float] = []
+    inside: tuple[int, float] | None = None
     for token, label in zip(example.input_ids, example.labels, strict=True):
         if label == -100:
             out.append(0.0)
             inside = None
             continue
-        out.append(weight if inside is not None else 1.0)
-        if inside is not None and token == inside:
+        out.append(inside[1] if inside is not None else 1.0)
+        if inside is not None and token == inside[0]:
             inside = None
-        elif token in closers:
-            inside = closers[token]
+        elif token in spans:
+            inside = spans[token]
     return out
 
 
@@ -227,8 +244,18 @@ class LazyPool:
         return out
 
 
-def train_sft_demo(model_dir: Path, world: Path, out_dir: Path, config: DemoConfig, seconds: float) -> Path:
-    """Teacher-forced SFT on gold trajectories for ``seconds``; save a servable checkpoint."""
+def train_sft_demo(
+    model_dir: Path,
+    world: Path,
+    out_dir: Path,
+    config: DemoConfig,
+    seconds: float,
+    constant_lr: float | None = None,
+) -> Path:
+    """Teacher-forced SFT on gold trajectories for ``seconds``; save a servable checkpoint.
+
+    The learning rate warms up, then follows a cosine to 10% over ``seconds``; with
+    ``constant_lr`` it is that value throughout (a continuation stage)."""
     import torch
     from transformers import AutoModelForImageTextToText
 
@@ -265,7 +292,8 @@ def train_sft_demo(model_dir: Path, world: Path, out_dir: Path, config: DemoConf
     )
     pad_id = processor.tokenizer.pad_token_id
     image_token_id = model.config.image_token_id
-    tag_ids = {t: processor.tokenizer.convert_tokens_to_ids(t) for pair in VALUE_TAGS for t in pair}
+    tags = [t for pair in VALUE_TAGS for t in pair] + list(REASON_TAGS)
+    tag_ids = {t: processor.tokenizer.convert_tokens_to_ids(t) for t in tags}
     if len(set(tag_ids.values())) != len(tag_ids) or processor.tokenizer.unk_token_id in tag_ids.values():
         raise ValueError(f"the tokenizer has no single token for each of {list(tag_ids)}")
     model.train()
@@ -274,6 +302,7 @@ def train_sft_demo(model_dir: Path, world: Path, out_dir: Path, config: DemoConf
         progress = elapsed / seconds
         warm = min(1.0, (step + 1) / config.warmup_steps)
         lr = config.learning_rate * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+        lr = lr if constant_lr is None else constant_lr
         for group in optimizer.param_groups:
             group["lr"] = lr
         if config.always_share and rng.random() < config.always_share:
@@ -284,12 +313,13 @@ def train_sft_demo(model_dir: Path, world: Path, out_dir: Path, config: DemoConf
             name = "stream" if pools["stream"].questions and rng.random() < config.stream_share else "unknown"
         examples = pools[name].sample(rng, config.batch_size)
         batch = collate(examples, pad_id, image_token_id)
-        if config.value_weight == 1.0:
+        if config.value_weight == 1.0 and config.reason_weight == 1.0:
             loss = model(**batch).loss
         else:
             weights = torch.zeros(batch["labels"].shape)
             for i, e in enumerate(examples):
-                weights[i, : len(e.labels)] = torch.tensor(value_weights(e, tag_ids, config.value_weight))
+                w = value_weights(e, tag_ids, config.value_weight, config.reason_weight)
+                weights[i, : len(e.labels)] = torch.tensor(w)
             labels = batch.pop("labels")
             loss = weighted_loss(model(**batch).logits, labels, weights)
         optimizer.zero_grad(set_to_none=True)
@@ -448,8 +478,16 @@ def run_demo(config: DemoConfig) -> Path:
     log(root, f"world ready at {world} ({time.monotonic() - t0:.0f} s)")
     init = build_tiny_qwen2_5_vl(root / "init", seed=config.seed, max_pixels=IMAGE_PIXELS)
     budget = config.minutes * 60
-    sft_seconds = budget * (1 - config.grpo_share)
-    sft = train_sft_demo(init, world, root / "sft", config, sft_seconds)
+    decision_seconds = config.decision_minutes * 60
+    sft_seconds = budget * (1 - config.grpo_share) - decision_seconds
+    if decision_seconds > 0:
+        values = train_sft_demo(init, world, root / "sft-values", config, sft_seconds)
+        stage = replace(config, reason_weight=config.value_weight)
+        sft = train_sft_demo(
+            values, world, root / "sft", stage, decision_seconds, constant_lr=config.decision_learning_rate
+        )
+    else:
+        sft = train_sft_demo(init, world, root / "sft", config, sft_seconds)
     final = sft
     if config.grpo_share > 0:
         remaining = budget - (time.monotonic() - t0)

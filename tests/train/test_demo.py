@@ -115,6 +115,11 @@ def test_a_few_seconds_of_sft_give_a_servable_checkpoint(world: Path, tiny: Path
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
     assert load_pack(out / "prompt_pack.json") == DEMO_PACK
     assert "sft done" in (tmp_path / "train.log").read_text()
+    # the decision stage: from that checkpoint, reasoning and values weighted, constant lr
+    stage = DemoConfig(out=str(tmp_path), batch_size=4, value_weight=8, reason_weight=8)
+    second = train_sft_demo(out, world, tmp_path / "sft-2", stage, seconds=1.0, constant_lr=1e-4)
+    assert (second / "model.safetensors").is_file()
+    assert (tmp_path / "train.log").read_text().count("sft done") == 2
 
 
 def test_cli_lists_the_demo_recipe() -> None:
@@ -138,7 +143,7 @@ def test_end_of_turn_labels_keep_the_model_turns_and_add_the_end_token() -> None
     assert out.labels == [-100, -100, 3, 4, end, -100, -100, -100]
 
 
-def test_value_weights_cover_the_reasoning_query_and_answer_only() -> None:
+def test_value_weights_cover_the_query_answer_and_reasoning_spans() -> None:
     from mmsr_train.demo import Example, value_weights
 
     tags = {"<text_search>": 10, "</text_search>": 11, "<answer>": 12, "</answer>": 13}
@@ -148,6 +153,10 @@ def test_value_weights_cover_the_reasoning_query_and_answer_only() -> None:
     labels = [1, 10, 5, 6, 11, -100, -100, 12, 8, 13]
     weights = value_weights(Example(ids, labels, None, None), tags, 3.0)
     assert weights == [1.0, 1.0, 3.0, 3.0, 3.0, 0.0, 0.0, 1.0, 3.0, 3.0]
+    # a reasoning span: its content and closing tag take reason_weight
+    ids = [14, 4, 15, 12, 8, 13]
+    weights = value_weights(Example(ids, ids, None, None), tags, 3.0, reason_weight=2.0)
+    assert weights == [1.0, 2.0, 2.0, 1.0, 3.0, 3.0]
 
 
 def test_weighted_loss_is_cross_entropy_when_weights_are_one() -> None:
