@@ -18,8 +18,11 @@ from typing import Annotated, Any
 import typer
 
 from mmsr_serve.errors import MMSRError
+from mmsr_train.demo import DemoConfig
 
 Opt = typer.Option
+_DEMO = DemoConfig(out="")
+"""The demo recipe's defaults, shown by ``mmsr train demo --help``."""
 train_app = typer.Typer(
     help="Train search-capable checkpoints (GRPO, SFT), curate data.", no_args_is_help=True
 )
@@ -197,30 +200,32 @@ def curate(
 @train_app.command("demo")
 def demo(
     out: Annotated[Path, typer.Argument(help="Output folder: world/, sft/, grpo/, train.log.")],
-    minutes: Annotated[float, Opt(help="Wall-clock budget of SFT + GRPO.")] = 38.0,
-    seed: Annotated[int, Opt(help="World, initialisation and data-order seed.")] = 0,
-    grpo_share: Annotated[float, Opt(help="Share of --minutes given to GRPO (0: SFT only).")] = 0.2,
-    stream: Annotated[int, Opt(help="Never-repeating generated entities in the world.")] = 2000,
+    minutes: Annotated[float, Opt(help="Wall-clock budget of SFT + GRPO.")] = _DEMO.minutes,
+    seed: Annotated[int, Opt(help="World, initialisation and data-order seed.")] = _DEMO.seed,
+    grpo_share: Annotated[
+        float, Opt(help="Share of --minutes given to GRPO (0: SFT only).")
+    ] = _DEMO.grpo_share,
+    stream: Annotated[int, Opt(help="Never-repeating generated entities in the world.")] = _DEMO.stream,
     world: Annotated[Path | None, Opt(help="Reuse this world folder instead of building OUT/world.")] = None,
     known_share: Annotated[
         float, Opt(help="Share of auto-mode SFT batches answering known entities directly.")
-    ] = 0.45,
+    ] = _DEMO.known_share,
     stream_share: Annotated[
         float, Opt(help="Share of search SFT batches drawn from the stream entities.")
-    ] = 0.75,
+    ] = _DEMO.stream_share,
     always_share: Annotated[
         float, Opt(help="Share of SFT batches in the always (RAG workflow) search mode.")
-    ] = 0.0,
+    ] = _DEMO.always_share,
     value_weight: Annotated[
         float, Opt(help="SFT loss weight of query and answer tokens (protocol tokens weigh 1).")
-    ] = 1.0,
+    ] = _DEMO.value_weight,
     decision_minutes: Annotated[
         float, Opt(help="Minutes of a second SFT stage with the reasoning weighted like the values.")
-    ] = 0.0,
-    threads: Annotated[int, Opt(help="torch threads.")] = 1,
+    ] = _DEMO.decision_minutes,
+    threads: Annotated[int, Opt(help="torch threads.")] = _DEMO.threads,
 ) -> None:
     """Train the embedded default model: world, tiny model, SFT warm start, GRPO (docs/demo.md)."""
-    from mmsr_train.demo import DemoConfig, run_demo
+    from mmsr_train.demo import run_demo
 
     _quiet_experimental()
     config = DemoConfig(

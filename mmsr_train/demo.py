@@ -83,19 +83,19 @@ def gold_turns(question: Question, mode: SearchMode = "auto") -> list[str]:
 class DemoConfig:
     out: str
     seed: int = 0
-    minutes: float = 38.0
+    minutes: float = 44.0
     """Wall-clock budget of SFT + GRPO (world building and the final save come on top)."""
-    grpo_share: float = 0.2
+    grpo_share: float = 0.25
     """Share of ``minutes`` given to GRPO (0: SFT only)."""
     stream: int = 2000
     batch_size: int = 32
     learning_rate: float = 1e-3
     warmup_steps: int = 50
-    known_share: float = 0.45
+    known_share: float = 0.35
     """Share of the ``auto``-mode SFT batches on known entities (direct answers); the rest search."""
-    stream_share: float = 0.75
+    stream_share: float = 0.9
     """Share of search batches drawn from the stream (the rest: the train split's unknown entities)."""
-    always_share: float = 0.0
+    always_share: float = 0.15
     """Share of SFT batches in the ``always`` search mode (the RAG workflow: image search run by
     the loop, then the model's text search and answer), over train and stream questions alike,
     so that the workflow baseline of the evaluation is a trained behaviour too."""
@@ -104,13 +104,13 @@ class DemoConfig:
     """Sets the warm-up (5% of it) and the schedule; the time budget usually stops GRPO first."""
     grpo_generations: int = 8
     grpo_prompts: int = 4
-    value_weight: float = 1.0
+    value_weight: float = 8.0
     """Loss weight of the tokens the policy must copy or recall (the text search query and the
     answer) relative to the protocol's fixed tokens. The logged loss is normalised by the weights,
     so it does not compare across values."""
     reason_weight: float = 1.0
     """Loss weight of the reasoning (whose first tokens are the search decision) in the SFT stage."""
-    decision_minutes: float = 0.0
+    decision_minutes: float = 6.0
     """A second SFT stage (taken from ``minutes``) from the first one's checkpoint, with the
     reasoning weighted like the values (``reason_weight = value_weight``) and a constant
     ``decision_learning_rate``: the first stage, values weighted alone, learns to copy but lets
