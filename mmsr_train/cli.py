@@ -4,7 +4,7 @@
     mmsr train grpo --config run.yaml [--flag value ...]      GRPO with search rollouts (docs/training.md)
     mmsr train sft DATA --model M --output-dir OUT            SFT warm start on protocol trajectories
     mmsr train curate DATA --model M --out OUT.jsonl          label and balance a training set
-    mmsr train demo OUT [--minutes 38] [--seed 0]             the embedded default model, from nothing
+    mmsr train demo OUT [--minutes 44] [--seed 0]             the embedded default model, from nothing
 
 Flags override the config file; heavy libraries are imported when a command runs.
 """
@@ -199,7 +199,7 @@ def curate(
 
 @train_app.command("demo")
 def demo(
-    out: Annotated[Path, typer.Argument(help="Output folder: world/, sft/, grpo/, train.log.")],
+    out: Annotated[Path, typer.Argument(help="Output folder: world/, sft-values/, sft/, grpo/, train.log.")],
     minutes: Annotated[float, Opt(help="Wall-clock budget of SFT + GRPO.")] = _DEMO.minutes,
     seed: Annotated[int, Opt(help="World, initialisation and data-order seed.")] = _DEMO.seed,
     grpo_share: Annotated[

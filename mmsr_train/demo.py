@@ -17,6 +17,12 @@ The recipe (choices from earlier measurements of tiny Qwen2.5-VL training on thi
    than TRL's ``SFTTrainer``: with ~200-token sequences the trainer's per-step overhead (dataset
    decoding, image preprocessing per batch) costs more than the tiny model's forward pass, and the
    loop pre-computes pixel values once and batches sequences of one kind together.
+   The tokens of the text-search query and of the answer weigh ``value_weight`` (8) in the loss:
+   copying a value out of the results is the slowest skill and is learned only when those tokens
+   dominate; 15% of batches are RAG-workflow (``always`` mode) trajectories.
+3b. **Decision stage**: ``decision_minutes`` more SFT from that checkpoint with the reasoning (the
+   search decision) weighted like the values, at a constant learning rate: the values-first
+   stage lets the decision drift, and weighting the reasoning from the start taught no copying.
 4. **GRPO** with the paper's reward and search penalty (:func:`mmsr_train.grpo.train_grpo`, TRL's
    GRPO through the serving loop) from the SFT checkpoint, for the rest of the time budget.
 5. **End of turn**: 80 more SFT steps on each checkpoint with the ``<|im_end|>`` after every
@@ -129,6 +135,12 @@ class DemoConfig:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
         if self.decision_minutes < 0:
             raise ValueError(f"decision_minutes must not be negative, not {self.decision_minutes}")
+        sft_minutes = self.minutes * (1 - self.grpo_share)
+        if self.decision_minutes and sft_minutes <= self.decision_minutes:
+            raise ValueError(
+                f"decision_minutes {self.decision_minutes:g} leaves no first SFT stage: "
+                f"minutes x (1 - grpo_share) is {sft_minutes:g}"
+            )
 
 
 def log(out: Path, message: str) -> None:

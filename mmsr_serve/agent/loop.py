@@ -62,6 +62,9 @@ class Sampling:
     temperature: float | None = None
     top_p: float | None = None
     seed: int | None = None
+    stop: tuple[str, ...] = ()
+    """The caller's stop sequences, sent to the backend in the ``off`` mode's plain turn. Protocol
+    turns stop on their closing tags instead (the server cuts the final answer at these)."""
 
 
 SearchMode = Literal["auto", "always", "off"]
@@ -207,9 +210,11 @@ async def agent_loop(
 async def plain_chat(
     backend: ModelBackend, messages: list[Message], *, limits: Limits, sampling: Sampling = Sampling()
 ) -> AsyncIterator[Event]:
-    """The ``off`` search mode: one model turn on the messages as given, no protocol, no stop strings.
+    """The ``off`` search mode: one model turn on the messages as given, no protocol; it stops
+    on the caller's stop sequences only (``sampling.stop``).
 
-    The whole reply is the answer; the finish reason is the backend's.
+    The whole reply is the answer, without the stop sequence it ended on (backends that keep it
+    in the text, such as transformers, included); the finish reason is the backend's.
     """
     yield TurnStarted(1)
     request = GenerateRequest(
@@ -218,13 +223,18 @@ async def plain_chat(
         temperature=sampling.temperature,
         top_p=sampling.top_p,
         seed=sampling.seed,
+        stop=sampling.stop,
     )
     started, out = time.perf_counter(), list[Completion]()
     async for delta in _stream_turn(backend, request, 1, out):
         yield delta
     completion = out[0]
     usage = Usage(completion.prompt_tokens or 0, completion.completion_tokens or 0)
-    parsed = ParsedTurn("answer", "", answer=completion.text.strip())
+    answer = completion.text
+    if completion.finish_reason == "stop":
+        ended = next((s for s in sampling.stop if s and answer.endswith(s)), "")
+        answer = answer[: len(answer) - len(ended)]
+    parsed = ParsedTurn("answer", "", answer=answer.strip())
     record = TurnRecord(
         1, completion.text, parsed, completion.finish_reason, usage, time.perf_counter() - started
     )

@@ -92,7 +92,7 @@ def limits_for(req: ChatCompletionRequest, settings: Settings) -> Limits:
 def sampling_for(req: ChatCompletionRequest, index: int) -> Sampling:
     """Choice ``index`` of ``n``: a given seed is offset by the index so the runs differ."""
     seed = None if req.seed is None else req.seed + index
-    return Sampling(temperature=req.temperature, top_p=req.top_p, seed=seed)
+    return Sampling(temperature=req.temperature, top_p=req.top_p, seed=seed, stop=tuple(stop_sequences(req)))
 
 
 def stop_sequences(req: ChatCompletionRequest) -> list[str]:

@@ -314,6 +314,16 @@ async def test_mode_off_is_one_plain_turn_without_the_protocol() -> None:
     assert result.search_calls == {"image": 0, "text": 0} and images.calls == []
 
 
+async def test_mode_off_stops_on_the_callers_stop_sequences() -> None:
+    backend = ScriptedBackend(["It is the Eiffel Tower. END It was built in 1889."])
+    from mmsr_serve.agent import Sampling
+
+    sampling = Sampling(stop=("END",))
+    result = await SearchAgent(backend).run("What is it?", mode="off", sampling=sampling)
+    assert backend.requests[0].stop == ("END",)
+    assert (result.answer, result.finish_reason) == ("It is the Eiffel Tower.", "stop")
+
+
 async def test_mode_always_searches_the_image_then_requires_a_web_search() -> None:
     images, texts = FakeImageSearch(image_hits()), FakeTextSearch(text_hits())
     backend = ScriptedBackend(

@@ -131,6 +131,8 @@ def test_cli_lists_the_demo_recipe() -> None:
         DemoConfig(out="x", always_share=1.5)
     with pytest.raises(ValueError, match="value_weight"):
         DemoConfig(out="x", value_weight=0)
+    with pytest.raises(ValueError, match="leaves no first SFT stage"):
+        DemoConfig(out="x", minutes=5)  # 3.75 SFT minutes, 6 of them for the decision stage
 
 
 def test_end_of_turn_labels_keep_the_model_turns_and_add_the_end_token() -> None:
