@@ -4,7 +4,7 @@
     mmsr train grpo --config run.yaml [--flag value ...]      GRPO with search rollouts (docs/training.md)
     mmsr train sft DATA --model M --output-dir OUT            SFT warm start on protocol trajectories
     mmsr train curate DATA --model M --out OUT.jsonl          label and balance a training set
-    mmsr train demo OUT [--minutes 44] [--seed 0]             the embedded default model, from nothing
+    mmsr train demo OUT [--minutes 54] [--seed 0]             the embedded default model, from nothing
 
 Flags override the config file; heavy libraries are imported when a command runs.
 """

@@ -89,9 +89,9 @@ def gold_turns(question: Question, mode: SearchMode = "auto") -> list[str]:
 class DemoConfig:
     out: str
     seed: int = 0
-    minutes: float = 44.0
+    minutes: float = 54.0
     """Wall-clock budget of SFT + GRPO (world building and the final save come on top)."""
-    grpo_share: float = 0.25
+    grpo_share: float = 0.35
     """Share of ``minutes`` given to GRPO (0: SFT only)."""
     stream: int = 2000
     batch_size: int = 32
