@@ -164,6 +164,9 @@ class Example:
     labels: list[int]
     pixel_values: Any
     grid_thw: Any
+    weights: list[float] | None = None
+    """Per-token loss weights (:func:`value_weights`), computed once with the encoding; ``None``
+    for the plain mean over the labels."""
 
 
 def encode_example(question: Question, processor: Any, env: Any, mode: SearchMode = "auto") -> Example:
@@ -229,7 +232,7 @@ def collate(examples: Sequence[Example], pad_id: int, image_token_id: int) -> di
         ids[i, : len(e.input_ids)] = torch.tensor(e.input_ids)
         labels[i, : len(e.labels)] = torch.tensor(e.labels)
         mask[i, : len(e.input_ids)] = 1
-    return {
+    batch = {
         "input_ids": ids,
         "attention_mask": mask,
         "labels": labels,
@@ -237,6 +240,12 @@ def collate(examples: Sequence[Example], pad_id: int, image_token_id: int) -> di
         "image_grid_thw": torch.cat([e.grid_thw for e in examples]),
         "mm_token_type_ids": (ids == image_token_id).long(),
     }
+    if all(e.weights is not None for e in examples):  # padding weighs 0
+        weights = torch.zeros((len(examples), width))
+        for i, e in enumerate(examples):
+            weights[i, : len(e.labels)] = torch.tensor(e.weights)
+        batch["weights"] = weights
+    return batch
 
 
 class LazyPool:
@@ -285,11 +294,22 @@ def train_sft_demo(
     stream_file = world / "questions" / "stream.jsonl"
     stream = read_questions(stream_file) if stream_file.is_file() else []
 
-    def encode(q: Question) -> Example:
-        return encode_example(q, processor, env)
+    tags = [t for pair in VALUE_TAGS for t in pair] + list(REASON_TAGS)
+    tag_ids = {t: processor.tokenizer.convert_tokens_to_ids(t) for t in tags}
+    if len(set(tag_ids.values())) != len(tag_ids) or processor.tokenizer.unk_token_id in tag_ids.values():
+        raise ValueError(f"the tokenizer has no single token for each of {list(tag_ids)}")
+    weighted = config.value_weight != 1.0 or config.reason_weight != 1.0
+
+    def encode(q: Question, mode: SearchMode = "auto") -> Example:
+        example = encode_example(q, processor, env, mode)
+        if not weighted:
+            return example
+        return replace(
+            example, weights=value_weights(example, tag_ids, config.value_weight, config.reason_weight)
+        )
 
     def encode_always(q: Question) -> Example:
-        return encode_example(q, processor, env, "always")
+        return encode(q, "always")
 
     pools = {
         "known": LazyPool([q for q in train if q.known], encode),
@@ -304,10 +324,6 @@ def train_sft_demo(
     )
     pad_id = processor.tokenizer.pad_token_id
     image_token_id = model.config.image_token_id
-    tags = [t for pair in VALUE_TAGS for t in pair] + list(REASON_TAGS)
-    tag_ids = {t: processor.tokenizer.convert_tokens_to_ids(t) for t in tags}
-    if len(set(tag_ids.values())) != len(tag_ids) or processor.tokenizer.unk_token_id in tag_ids.values():
-        raise ValueError(f"the tokenizer has no single token for each of {list(tag_ids)}")
     model.train()
     start, step, seen, ema = time.monotonic(), 0, 0, None
     while (elapsed := time.monotonic() - start) < seconds:
@@ -323,15 +339,11 @@ def train_sft_demo(
             name = "known"
         else:
             name = "stream" if pools["stream"].questions and rng.random() < config.stream_share else "unknown"
-        examples = pools[name].sample(rng, config.batch_size)
-        batch = collate(examples, pad_id, image_token_id)
-        if config.value_weight == 1.0 and config.reason_weight == 1.0:
+        batch = collate(pools[name].sample(rng, config.batch_size), pad_id, image_token_id)
+        weights = batch.pop("weights", None)
+        if weights is None:
             loss = model(**batch).loss
         else:
-            weights = torch.zeros(batch["labels"].shape)
-            for i, e in enumerate(examples):
-                w = value_weights(e, tag_ids, config.value_weight, config.reason_weight)
-                weights[i, : len(e.labels)] = torch.tensor(w)
             labels = batch.pop("labels")
             loss = weighted_loss(model(**batch).logits, labels, weights)
         optimizer.zero_grad(set_to_none=True)

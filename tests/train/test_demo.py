@@ -178,3 +178,17 @@ def test_weighted_loss_is_cross_entropy_when_weights_are_one() -> None:
     token_loss = torch.nn.functional.cross_entropy(logits[0, 1:2], labels[0, 2:3])
     shifted = weighted_loss(logits, labels, heavy)
     assert abs(float(shifted - token_loss)) < abs(float(plain - token_loss))
+
+
+def test_collate_pads_the_weights_with_zeros_and_leaves_them_out_when_absent() -> None:
+    import torch
+
+    from mmsr_train.demo import Example, collate
+
+    pixels, grid = torch.zeros(4, 3), torch.tensor([[1, 2, 2]])
+    short = Example([1, 2], [1, 2], pixels, grid, weights=[1.0, 8.0])
+    long = Example([1, 2, 3], [1, 2, 3], pixels, grid, weights=[1.0, 1.0, 8.0])
+    batch = collate([short, long], pad_id=0, image_token_id=9)
+    assert batch["weights"].tolist() == [[1.0, 8.0, 0.0], [1.0, 1.0, 8.0]]
+    plain = collate([Example([1, 2], [1, 2], pixels, grid)], pad_id=0, image_token_id=9)
+    assert "weights" not in plain
