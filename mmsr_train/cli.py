@@ -222,6 +222,15 @@ def demo(
     decision_minutes: Annotated[
         float, Opt(help="Minutes of a second SFT stage with the reasoning weighted like the values.")
     ] = _DEMO.decision_minutes,
+    first_turns: Annotated[
+        float, Opt(help="Share of first-stage SFT batches cut after the first turn (the search decision).")
+    ] = _DEMO.first_turns,
+    decision_first_turns: Annotated[
+        float, Opt(help="Share of decision-stage SFT batches cut after the first turn.")
+    ] = _DEMO.decision_first_turns,
+    grpo_known_share: Annotated[
+        float, Opt(help="Share of GRPO questions on known entities.")
+    ] = _DEMO.grpo_known_share,
     threads: Annotated[int, Opt(help="torch threads.")] = _DEMO.threads,
 ) -> None:
     """Train the embedded default model: world, tiny model, SFT warm start, GRPO (docs/demo.md)."""
@@ -240,6 +249,9 @@ def demo(
         always_share=always_share,
         value_weight=value_weight,
         decision_minutes=decision_minutes,
+        first_turns=first_turns,
+        decision_first_turns=decision_first_turns,
+        grpo_known_share=grpo_known_share,
         threads=threads,
     )
     final = run_demo(config)

@@ -16,6 +16,7 @@ from mmsr_train.demo import (
     DemoConfig,
     LazyPool,
     encode_example,
+    first_turn,
     gold_turns,
     train_sft_demo,
 )
@@ -73,6 +74,33 @@ def test_examples_are_the_serving_loop_with_loss_on_model_turns_only(world: Path
     assert all(int(h) * 14 <= 84 and int(w) * 14 <= 84 for _, h, w in example.grid_thw.tolist())
 
 
+def test_first_turn_keeps_the_prompt_its_image_and_the_decision(world: Path, tiny: Path) -> None:
+    from mmsr_serve.backends.hf import load_processor
+    from mmsr_train.grpo import build_tools
+    from mmsr_train.rollout import TRAINING_LIMITS, RolloutEnv
+
+    processor = load_processor(str(tiny))
+    env = RolloutEnv(build_tools(str(world / "corpus"), None, "readwrite"), TRAINING_LIMITS, DEMO_PACK)
+    tokenizer = processor.tokenizer
+    image_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    question = next(q for q in read_questions(world / "questions" / "stream.jsonl"))
+    whole = encode_example(question, processor, env)
+    whole.weights = [1.0] * len(whole.labels)
+    cut = first_turn(whole, image_id)
+    assert len(whole.grid_thw) > 1 and len(cut.grid_thw) == 1  # the search thumbnails are gone
+    assert cut.pixel_values.shape[0] == int(whole.grid_thw[0].prod())
+    assert cut.input_ids.count(image_id) == int(cut.grid_thw[0].prod()) // 4
+    assert cut.input_ids == whole.input_ids[: len(cut.input_ids)]
+    assert len(cut.labels) == len(cut.input_ids) == len(cut.weights or [])
+    learned = tokenizer.decode([t for t in cut.labels if t != -100])
+    assert learned == "<reason>unknown</reason><search><img></search>"
+    assert tokenizer.decode(cut.input_ids).endswith(learned)
+    known = next(q for q in read_questions(world / "questions" / "train.jsonl") if q.known)
+    single = first_turn(encode_example(known, processor, env), image_id)  # the answer is the turn
+    learned = tokenizer.decode([t for t in single.labels if t != -100])
+    assert learned == f"<reason>known</reason><answer>{known.answers[0]}</answer>"
+
+
 def test_always_mode_examples_start_after_the_loops_image_search(world: Path, tiny: Path) -> None:
     from mmsr_serve.backends.hf import load_processor
     from mmsr_train.grpo import build_tools
@@ -117,7 +145,9 @@ def test_a_few_seconds_of_sft_give_a_servable_checkpoint(world: Path, tiny: Path
     assert "sft done" in (tmp_path / "train.log").read_text()
     # the decision stage: from that checkpoint, reasoning and values weighted, constant lr
     stage = DemoConfig(out=str(tmp_path), batch_size=4, value_weight=8, reason_weight=8)
-    second = train_sft_demo(out, world, tmp_path / "sft-2", stage, seconds=1.0, constant_lr=1e-4)
+    second = train_sft_demo(
+        out, world, tmp_path / "sft-2", stage, seconds=1.0, constant_lr=1e-4, first_turns=0.5
+    )
     assert (second / "model.safetensors").is_file()
     assert (tmp_path / "train.log").read_text().count("sft done") == 2
 
