@@ -18,6 +18,7 @@ from mmsr_train.demo import (
     encode_example,
     first_turn,
     gold_turns,
+    grpo_data,
     train_sft_demo,
 )
 from mmsr_train.world import WorldConfig, build_world, read_questions
@@ -222,3 +223,19 @@ def test_collate_pads_the_weights_with_zeros_and_leaves_them_out_when_absent() -
     assert batch["weights"].tolist() == [[1.0, 8.0, 0.0], [1.0, 1.0, 8.0]]
     plain = collate([Example([1, 2], [1, 2], pixels, grid)], pad_id=0, image_token_id=9)
     assert "weights" not in plain
+
+
+def test_grpo_data_asks_the_known_share_on_known_entities(world: Path, tmp_path: Path) -> None:
+    import json
+
+    train = read_questions(world / "questions" / "train.jsonl")
+    known = sum(q.known for q in train)
+    size = 2 * known
+    path = grpo_data(world, tmp_path / "g.jsonl", seed=0, size=size, known_share=0.25)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == size and sum(r["known"] for r in rows) == round(size * 0.25)
+    assert all(Path(r["image"]).is_file() for r in rows)
+    everything = grpo_data(world, tmp_path / "all.jsonl", seed=0, size=10_000)
+    rows = [json.loads(line) for line in everything.read_text().splitlines()]
+    stream = read_questions(world / "questions" / "stream.jsonl")
+    assert len(rows) == len(train) + len(stream) and sum(r["known"] for r in rows) == known
