@@ -231,6 +231,7 @@ def demo(
     grpo_known_share: Annotated[
         float, Opt(help="Share of GRPO questions on known entities.")
     ] = _DEMO.grpo_known_share,
+    rope_theta: Annotated[float, Opt(help="Rotary base of the tiny model.")] = _DEMO.rope_theta,
     threads: Annotated[int, Opt(help="torch threads.")] = _DEMO.threads,
 ) -> None:
     """Train the embedded default model: world, tiny model, SFT warm start, GRPO (docs/demo.md)."""
@@ -252,6 +253,7 @@ def demo(
         first_turns=first_turns,
         decision_first_turns=decision_first_turns,
         grpo_known_share=grpo_known_share,
+        rope_theta=rope_theta,
         threads=threads,
     )
     final = run_demo(config)

@@ -140,6 +140,8 @@ class DemoConfig:
     these short sequences (a fifth of a search trajectory's length) teach it throughout."""
     decision_first_turns: float = 0.85
     """The same share in the decision stage."""
+    rope_theta: float = 1_000_000.0
+    """Rotary base of the tiny model (Qwen's 1e6 by default)."""
     threads: int = 1
     world: str | None = None
     """An existing world folder to reuse (default: build ``OUT/world``)."""
@@ -580,7 +582,13 @@ def run_demo(config: DemoConfig) -> Path:
         Path(config.world) if config.world else build_demo_world(root / "world", config.seed, config.stream)
     )
     log(root, f"world ready at {world} ({time.monotonic() - t0:.0f} s)")
-    init = build_tiny_qwen2_5_vl(root / "init", seed=config.seed, vocab=DEMO_VOCAB, max_pixels=IMAGE_PIXELS)
+    init = build_tiny_qwen2_5_vl(
+        root / "init",
+        seed=config.seed,
+        vocab=DEMO_VOCAB,
+        max_pixels=IMAGE_PIXELS,
+        rope_theta=config.rope_theta,
+    )
     budget = config.minutes * 60
     decision_seconds = config.decision_minutes * 60
     sft_seconds = budget * (1 - config.grpo_share) - decision_seconds
