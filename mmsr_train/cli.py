@@ -232,6 +232,12 @@ def demo(
         float, Opt(help="Share of GRPO questions on known entities.")
     ] = _DEMO.grpo_known_share,
     rope_theta: Annotated[float, Opt(help="Rotary base of the tiny model.")] = _DEMO.rope_theta,
+    init: Annotated[
+        Path | None, Opt(help="Continue from this checkpoint instead of a new tiny model.")
+    ] = None,
+    learning_rate: Annotated[
+        float, Opt(help="Peak learning rate of the first SFT stage.")
+    ] = _DEMO.learning_rate,
     threads: Annotated[int, Opt(help="torch threads.")] = _DEMO.threads,
 ) -> None:
     """Train the embedded default model: world, tiny model, SFT warm start, GRPO (docs/demo.md)."""
@@ -254,6 +260,8 @@ def demo(
         decision_first_turns=decision_first_turns,
         grpo_known_share=grpo_known_share,
         rope_theta=rope_theta,
+        init=str(init) if init else None,
+        learning_rate=learning_rate,
         threads=threads,
     )
     final = run_demo(config)

@@ -142,6 +142,9 @@ class DemoConfig:
     """The same share in the decision stage."""
     rope_theta: float = 1_000_000.0
     """Rotary base of the tiny model (Qwen's 1e6 by default)."""
+    init: str | None = None
+    """Start from this checkpoint (an earlier demo model, its tokenizer and processor) instead of
+    a new tiny model: the recipe's stages then continue its training."""
     threads: int = 1
     world: str | None = None
     """An existing world folder to reuse (default: build ``OUT/world``)."""
@@ -582,12 +585,16 @@ def run_demo(config: DemoConfig) -> Path:
         Path(config.world) if config.world else build_demo_world(root / "world", config.seed, config.stream)
     )
     log(root, f"world ready at {world} ({time.monotonic() - t0:.0f} s)")
-    init = build_tiny_qwen2_5_vl(
-        root / "init",
-        seed=config.seed,
-        vocab=DEMO_VOCAB,
-        max_pixels=IMAGE_PIXELS,
-        rope_theta=config.rope_theta,
+    init = (
+        Path(config.init)
+        if config.init
+        else build_tiny_qwen2_5_vl(
+            root / "init",
+            seed=config.seed,
+            vocab=DEMO_VOCAB,
+            max_pixels=IMAGE_PIXELS,
+            rope_theta=config.rope_theta,
+        )
     )
     budget = config.minutes * 60
     decision_seconds = config.decision_minutes * 60
