@@ -156,8 +156,11 @@ def test_a_few_seconds_of_sft_give_a_servable_checkpoint(world: Path, tiny: Path
 def test_cli_lists_the_demo_recipe() -> None:
     result = CliRunner().invoke(train_app, ["demo", "--help"])
     assert result.exit_code == 0
-    for flag in ("--minutes", "--seed", "--value-weight", "--always-share", "--known-share"):
+    flags = ("--minutes", "--seed", "--value-weight", "--always-share", "--known-share", "--first-turns")
+    for flag in (*flags, "--decision-first-turns", "--grpo-known-share", "--init", "--rope-theta"):
         assert flag in result.output
+    with pytest.raises(ValueError, match="first_turns"):
+        DemoConfig(out="x", first_turns=-0.1)
     with pytest.raises(ValueError, match="always_share"):
         DemoConfig(out="x", always_share=1.5)
     with pytest.raises(ValueError, match="value_weight"):
