@@ -229,9 +229,8 @@ def demo(
         float, Opt(help="Share of decision-stage SFT batches cut after the first turn.")
     ] = _DEMO.decision_first_turns,
     grpo_known_share: Annotated[
-        float, Opt(help="Share of GRPO questions on known entities.")
+        float | None, Opt(help="Share of GRPO questions on known entities (default: as they come).")
     ] = _DEMO.grpo_known_share,
-    rope_theta: Annotated[float, Opt(help="Rotary base of the tiny model.")] = _DEMO.rope_theta,
     init: Annotated[
         Path | None, Opt(help="Continue from this checkpoint instead of a new tiny model.")
     ] = None,
@@ -259,7 +258,6 @@ def demo(
         first_turns=first_turns,
         decision_first_turns=decision_first_turns,
         grpo_known_share=grpo_known_share,
-        rope_theta=rope_theta,
         init=str(init) if init else None,
         learning_rate=learning_rate,
         threads=threads,

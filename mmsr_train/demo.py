@@ -46,7 +46,6 @@ from typing import Any
 
 from mmsr_serve.agent.loop import SearchMode
 from mmsr_serve.agent.prompts import PromptPack
-from mmsr_train.tiny_model import SYLLABLES
 from mmsr_train.world.questions import Question
 
 DEMO_PACK = PromptPack(
@@ -66,12 +65,6 @@ DEMO_PACK = PromptPack(
 )
 """A prompt pack for a model with a 1-token-per-byte vocabulary: every token of it is paid for in
 each training sequence. The protocol is learned from the trajectories, not read from the prompt."""
-
-DEMO_VOCAB: tuple[str, ...] = SYLLABLES + tuple(f"{n:02d}" for n in range(100))
-"""The demo tokenizer's pieces: the syllables and every two-digit number, so that a year is two
-distinctive tokens (``15 39``) instead of four digits that repeat within and across years: with
-one token per digit the tiny model copied names out of the results but not years (1 of 11
-years against 18 of 19 names in one probe of the ``always`` mode)."""
 
 IMAGE_PIXELS = 84 * 84
 """Largest image the demo model's processor keeps (9 image tokens); thumbnails are resized too."""
@@ -115,10 +108,11 @@ class DemoConfig:
     grpo_learning_rate: float = 1e-4
     grpo_max_steps: int = 200
     """Sets the warm-up (5% of it) and the schedule; the time budget usually stops GRPO first."""
-    grpo_known_share: float = 0.4
+    grpo_known_share: float | None = None
     """Share of the GRPO questions on known entities (drawn from the train split; the rest are
-    the train split's other entities and the stream). The reward separates answering a known
-    entity directly (1.0) from searching for it (0.91) only where such questions are asked."""
+    the train split's other entities and the stream); ``None`` takes the questions as they come
+    (13% known with 2,000 stream entities). The reward separates answering a known entity
+    directly (1.0) from searching for it (0.91) only where such questions are asked."""
     grpo_generations: int = 8
     grpo_prompts: int = 4
     value_weight: float = 8.0
@@ -133,15 +127,13 @@ class DemoConfig:
     ``decision_learning_rate``: the first stage, values weighted alone, learns to copy but lets
     the search decision drift; this stage restores the decision."""
     decision_learning_rate: float = 3e-4
-    first_turns: float = 0.3
+    first_turns: float = 0.0
     """Share of the first SFT stage's batches made of first turns only (:func:`first_turn`: the
     image, the question and the model's first turn, known and other entities in equal numbers,
     the reasoning weighted like the values). The search decision is one token of a trajectory;
     these short sequences (a fifth of a search trajectory's length) teach it throughout."""
-    decision_first_turns: float = 0.85
+    decision_first_turns: float = 0.0
     """The same share in the decision stage."""
-    rope_theta: float = 1_000_000.0
-    """Rotary base of the tiny model (Qwen's 1e6 by default)."""
     init: str | None = None
     """Start from this checkpoint (an earlier demo model, its tokenizer and processor) instead of
     a new tiny model: the recipe's stages then continue its training."""
@@ -159,7 +151,7 @@ class DemoConfig:
             "decision_first_turns",
             "grpo_known_share",
         ):
-            if not 0.0 <= getattr(self, name) <= 1.0:
+            if getattr(self, name) is not None and not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], not {getattr(self, name)}")
         for name in ("value_weight", "reason_weight"):
             if getattr(self, name) <= 0:
@@ -591,9 +583,7 @@ def run_demo(config: DemoConfig) -> Path:
         else build_tiny_qwen2_5_vl(
             root / "init",
             seed=config.seed,
-            vocab=DEMO_VOCAB,
             max_pixels=IMAGE_PIXELS,
-            rope_theta=config.rope_theta,
         )
     )
     budget = config.minutes * 60

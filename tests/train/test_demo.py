@@ -157,7 +157,7 @@ def test_cli_lists_the_demo_recipe() -> None:
     result = CliRunner().invoke(train_app, ["demo", "--help"])
     assert result.exit_code == 0
     flags = ("--minutes", "--seed", "--value-weight", "--always-share", "--known-share", "--first-turns")
-    for flag in (*flags, "--decision-first-turns", "--grpo-known-share", "--init", "--rope-theta"):
+    for flag in (*flags, "--decision-first-turns", "--grpo-known-share", "--init", "--learning-rate"):
         assert flag in result.output
     with pytest.raises(ValueError, match="first_turns"):
         DemoConfig(out="x", first_turns=-0.1)
