@@ -29,6 +29,13 @@ The recipe (choices from earlier measurements of tiny Qwen2.5-VL training on thi
    model turn as a target too (:func:`teach_end_of_turn`): protocol turns stop on their closing
    tags, but a plain turn (search mode ``off``) must end on the model's own end-of-turn token.
 
+6. **Continuing a checkpoint** (``init``, the default model's second phase): the same stages from
+   an earlier demo checkpoint, with ``first_turns`` of the SFT batches cut after the first turn
+   (:func:`first_turn`: the search decision, or a known entity's answer, at a fifth of a search
+   trajectory's length) and ``grpo_known_share`` of the GRPO questions on known entities. From
+   scratch such cuts taught the decision but starved the reading; on a checkpoint that already
+   reads they add the decision and keep the reading (docs/demo.md has the figures).
+
 The SFT checkpoint is written to ``OUT/sft`` and the final one to ``OUT/grpo``; each is servable
 (``mmsr serve --backend hf --model OUT/grpo``) and carries the pack.
 """
