@@ -229,7 +229,11 @@ def demo(
         float, Opt(help="Share of decision-stage SFT batches cut after the first turn.")
     ] = _DEMO.decision_first_turns,
     grpo_known_share: Annotated[
-        float | None, Opt(help="Share of GRPO questions on known entities (default: as they come).")
+        float | None,
+        Opt(
+            help="Share of GRPO questions on known entities, at most the train split's "
+            "(default: as they come)."
+        ),
     ] = _DEMO.grpo_known_share,
     init: Annotated[
         Path | None, Opt(help="Continue from this checkpoint instead of a new tiny model.")

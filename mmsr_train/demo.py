@@ -116,10 +116,11 @@ class DemoConfig:
     grpo_max_steps: int = 200
     """Sets the warm-up (5% of it) and the schedule; the time budget usually stops GRPO first."""
     grpo_known_share: float | None = None
-    """Share of the GRPO questions on known entities (drawn from the train split; the rest are
-    the train split's other entities and the stream); ``None`` takes the questions as they come
-    (13% known with 2,000 stream entities). The reward separates answering a known entity
-    directly (1.0) from searching for it (0.91) only where such questions are asked."""
+    """Share of the GRPO questions on known entities (drawn from the train split, at most as many
+    as it holds: 960 of 4,000 questions, 24%, in the demo world; the rest are the train split's
+    other entities and the stream); ``None`` takes the questions as they come (13% known). The
+    reward separates answering a known entity directly (1.0) from searching for it (0.91) only
+    where such questions are asked."""
     grpo_generations: int = 8
     grpo_prompts: int = 4
     value_weight: float = 8.0
@@ -217,7 +218,7 @@ def first_turn(example: Example, image_token_id: int, merge: int = 2) -> Example
     ``merge ** 2``)."""
     labelled = [i for i, label in enumerate(example.labels) if label != -100]
     if not labelled:
-        return example
+        return replace(example)
     end = labelled[0]
     while end < len(example.labels) and example.labels[end] != -100:
         end += 1
@@ -498,21 +499,21 @@ def teach_end_of_turn(
 
 
 def grpo_data(world: Path, out: Path, seed: int, size: int = 4000, known_share: float | None = None) -> Path:
-    """A GRPO question mix of the train split and the stream, shuffled: ``known_share`` of it on
-    known entities (as many as the train split holds), or, with ``None``, the rows as they come."""
-    known: list[dict[str, Any]] = []
-    other: list[dict[str, Any]] = []
+    """A GRPO question mix of the train split and the stream, shuffled: with ``known_share``,
+    that share of ``size`` on known entities, capped at the known questions the train split holds
+    (the rest fills up with other entities); with ``None``, the rows as they come."""
+    rows: list[dict[str, Any]] = []
     for name in ("train", "stream"):
         path = world / "questions" / f"{name}.jsonl"
         if path.is_file():
             for line in path.read_text(encoding="utf-8").splitlines():
                 row = json.loads(line)
                 row["image"] = str((path.parent / row["image"]).resolve())
-                (known if row.get("known") else other).append(row)
+                rows.append(row)
     rng = random.Random(seed)
-    if known_share is None:
-        rows = known + other
-    else:
+    if known_share is not None:
+        known = [r for r in rows if r.get("known")]
+        other = [r for r in rows if not r.get("known")]
         rng.shuffle(known)
         rng.shuffle(other)
         take = min(len(known), round(size * known_share))

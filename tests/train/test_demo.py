@@ -238,6 +238,9 @@ def test_grpo_data_asks_the_known_share_on_known_entities(world: Path, tmp_path:
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(rows) == size and sum(r["known"] for r in rows) == round(size * 0.25)
     assert all(Path(r["image"]).is_file() for r in rows)
+    capped = grpo_data(world, tmp_path / "cap.jsonl", seed=0, size=size, known_share=0.9)
+    rows = [json.loads(line) for line in capped.read_text().splitlines()]
+    assert len(rows) == size and sum(r["known"] for r in rows) == known  # all there are
     everything = grpo_data(world, tmp_path / "all.jsonl", seed=0, size=10_000)
     rows = [json.loads(line) for line in everything.read_text().splitlines()]
     stream = read_questions(world / "questions" / "stream.jsonl")
