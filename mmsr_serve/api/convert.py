@@ -12,6 +12,7 @@ How a chat maps onto the protocol:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mmsr_serve.agent.limits import Limits
@@ -89,10 +90,11 @@ def limits_for(req: ChatCompletionRequest, settings: Settings) -> Limits:
     return base.with_overrides(**overrides)
 
 
-def sampling_for(req: ChatCompletionRequest, index: int) -> Sampling:
-    """Choice ``index`` of ``n``: a given seed is offset by the index so the runs differ."""
+def sampling_for(req: ChatCompletionRequest, index: int, stops: Sequence[str]) -> Sampling:
+    """Choice ``index`` of ``n``: a given seed is offset by the index so the runs differ;
+    ``stops`` is :func:`stop_sequences` of the request, computed once by the caller."""
     seed = None if req.seed is None else req.seed + index
-    return Sampling(temperature=req.temperature, top_p=req.top_p, seed=seed, stop=tuple(stop_sequences(req)))
+    return Sampling(temperature=req.temperature, top_p=req.top_p, seed=seed, stop=tuple(stops))
 
 
 def stop_sequences(req: ChatCompletionRequest) -> list[str]:

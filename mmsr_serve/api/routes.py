@@ -115,19 +115,19 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
             request, convert.read_conversation(body, rt.settings, rt.fetch)
         )
         n = body.n or 1
+        stops = convert.stop_sequences(body)
         streams = [
             rt.agent.stream(
                 conversation.question,
                 conversation.image,
                 conversation.history,
                 limits=limits,
-                sampling=convert.sampling_for(body, i),
+                sampling=convert.sampling_for(body, i, stops),
                 mode=body.search_mode,
             )
             for i in range(n)
         ]
         events = merged(streams, timeout_s=rt.settings.request_timeout_s, on_event=rt.metrics.observe)
-        stops = convert.stop_sequences(body)
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         model = rt.settings.model_id
         if not body.stream:
