@@ -127,14 +127,11 @@ def build_tiny_qwen2_5_vl(
     min_pixels: int = 56 * 56,
     max_pixels: int = 224 * 224,
     max_position_embeddings: int = 4096,
-    rope_theta: float = 1_000_000.0,
 ) -> Path:
     """Build and save a random Qwen2.5-VL with its tokenizer and processor; return the folder.
 
     The same arguments (and ``seed``) give the same weights. Images are resized by the processor
     into ``[min_pixels, max_pixels]``; 112x112 gives 16 image tokens, 224x224 gives 64.
-    ``rope_theta`` is Qwen's long-context base by default; a model trained from scratch on short
-    sequences can take a smaller one (more rotary frequencies that tell neighbours apart).
     """
     import torch
     from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
@@ -163,7 +160,7 @@ def build_tiny_qwen2_5_vl(
             "max_position_embeddings": max_position_embeddings,
             "rope_parameters": {
                 "rope_type": "default",
-                "rope_theta": rope_theta,
+                "rope_theta": 1_000_000.0,
                 "mrope_section": mrope_section(hidden_size // heads),
             },
             **special_ids,
