@@ -387,11 +387,15 @@ def train_sft_demo(
     first_turns = config.first_turns if first_turns is None else first_turns
     decision_weight = max(config.reason_weight, config.value_weight)
 
+    cuts: dict[int, Example] = {}  # by id() of the pools' cached examples, which live to the end
+
     def cut(example: Example) -> Example:
-        short = first_turn(example, image_token_id, merge)
-        if weighted:
-            short.weights = value_weights(short, tag_ids, config.value_weight, decision_weight)
-        return short
+        if id(example) not in cuts:
+            short = first_turn(example, image_token_id, merge)
+            if weighted:
+                short.weights = value_weights(short, tag_ids, config.value_weight, decision_weight)
+            cuts[id(example)] = short
+        return cuts[id(example)]
 
     model.train()
     start, step, seen, ema = time.monotonic(), 0, 0, None
