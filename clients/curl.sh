@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # curl against mmsr serve: one plain request, one with an image and the trace, one streamed.
-# Usage: clients/curl.sh [image.jpg]     (MMSR_URL, MMSR_API_KEY, MMSR_MODEL as for the Python examples)
+# Usage: clients/curl.sh [image.jpg]     (MMSR_URL, MMSR_API_KEY, MMSR_MODEL as for the Python examples;
+# without MMSR_MODEL, the first model GET /v1/models lists)
 set -euo pipefail
 URL="${MMSR_URL:-http://127.0.0.1:8080/v1}"
 KEY="${MMSR_API_KEY:-EMPTY}"
-MODEL="${MMSR_MODEL:-mmsr}"
+MODEL="${MMSR_MODEL:-$(curl -sS --fail-with-body "$URL/models" -H "Authorization: Bearer $KEY" |
+  grep -o '"id": *"[^"]*"' | head -n 1 | sed -E 's/.*"([^"]*)"$/\1/')}"
 
 curl -sS --fail-with-body "$URL/chat/completions" \
   -H "Authorization: Bearer $KEY" -H "Content-Type: application/json" \

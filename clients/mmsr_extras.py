@@ -9,8 +9,13 @@ openai-python keeps fields it does not know in ``model_extra``; these helpers re
     trace(completion)          # {"search_mode", "limits", "steps": [...]}
 
     for chunk in stream:
-        search_progress(chunk)  # {"status": "started"|"finished", "kind", "query", ...} or None
+        for event in search_progress(chunk):  # [{"index", "status": "started"|"finished", "kind", ...}]
+            ...
         reasoning_delta(chunk)  # a piece of reasoning or ""
+
+    with client.chat.completions.stream(...) as stream:   # openai-python's stream helper
+        final = stream.get_final_completion()
+    search_events(final)        # every search event of the run, in order
 """
 
 from __future__ import annotations
@@ -53,11 +58,16 @@ def trace(completion: Any) -> dict[str, Any] | None:
     return _extra(completion).get("trace")
 
 
-def search_progress(chunk: Any) -> dict[str, Any] | None:
-    """A streamed search event, or None for other chunks."""
+def search_progress(chunk: Any) -> list[dict[str, Any]]:
+    """The search events a streamed chunk carries (``delta.search_events``); [] for other chunks."""
     if not chunk.choices:
-        return None
-    return _extra(chunk.choices[0].delta).get("search")
+        return []
+    return list(_extra(chunk.choices[0].delta).get("search_events") or [])
+
+
+def search_events(completion: Any, choice: int = 0) -> list[dict[str, Any]]:
+    """Every search event of a streamed run, from an accumulated completion (``get_final_completion``)."""
+    return list(_extra(completion.choices[choice].message).get("search_events") or [])
 
 
 def reasoning_delta(chunk: Any) -> str:

@@ -10,12 +10,12 @@ stream = client.chat.completions.create(
 )
 answer = ""
 for chunk in stream:
-    if search := search_progress(chunk):
+    for search in search_progress(chunk):
         if search["status"] == "started":
             print(f"\n[{search['kind']} search {search['query'] or ''}]", flush=True)
         else:
             print(f"[{len(search['results'])} results in {search['latency_ms']} ms]", flush=True)
-    elif piece := reasoning_delta(chunk):
+    if piece := reasoning_delta(chunk):
         print(piece, end="", flush=True)
     elif chunk.choices and chunk.choices[0].delta.content:
         answer += chunk.choices[0].delta.content

@@ -165,9 +165,9 @@ class ChatPrinter:
             if extra.get("reasoning_content"):
                 self._start("reasoning", "reasoning: ")
                 typer.secho(extra["reasoning_content"], dim=True, nl=False)
-            if extra.get("search"):
+            for search in extra.get("search_events") or []:
                 self._end()
-                typer.secho(describe_search(extra["search"]), fg="cyan")
+                typer.secho(describe_search(search), fg="cyan")
             if delta.content:
                 self._start("answer", "answer: ")
                 typer.secho(delta.content, bold=True, nl=False)

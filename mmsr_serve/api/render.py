@@ -83,7 +83,7 @@ def usage_of(results: Sequence[AgentResult]) -> Usage:
 
 
 def search_event(record: SearchRecord) -> dict[str, Any]:
-    """A finished search as shown in traces and in streaming ``delta.search``."""
+    """A finished search as shown in traces and in streaming ``delta.search_events``."""
     return {
         "kind": record.kind,
         "query": record.query,

@@ -187,7 +187,7 @@ class ChatCompletion(_Response):
 
 class ChoiceDelta(_Response):
     _omit_if_none = frozenset(
-        {"content", "refusal", "role", "annotations", "reasoning_content", "reasoning", "search"}
+        {"content", "refusal", "role", "annotations", "reasoning_content", "reasoning", "search_events"}
     )
 
     content: str | None = None
@@ -198,8 +198,12 @@ class ChoiceDelta(_Response):
     # --- mmsr extensions ---
     reasoning_content: str | None = None
     reasoning: str | None = None
-    search: dict[str, Any] | None = None
-    """Search progress: ``{"status": "started"|"finished", "kind", "query", "turn", ...}``."""
+    search_events: list[dict[str, Any]] | None = None
+    """Search progress, one event per chunk: ``[{"index", "status": "started"|"finished", "kind", ...}]``.
+
+    A list whose entries carry a running ``index`` (per choice) and are never sent twice, so that
+    delta accumulators (openai-python's stream helper, LangChain's and LiteLLM's chunk merging)
+    append each event instead of merging two events' fields."""
 
 
 class ChunkChoice(BaseModel):

@@ -1,7 +1,9 @@
 """Agent events as OpenAI ``chat.completion.chunk`` server-sent events.
 
 Order, per choice: a role chunk; ``delta.reasoning_content`` (and ``delta.reasoning``) while the
-model thinks, live; ``delta.search`` when a search starts and when it finishes (mmsr extension);
+model thinks, live; ``delta.search_events`` when a search starts and when it finishes (mmsr
+extension: a one-entry list, its ``index`` counting the choice's events, so that delta accumulators
+append events instead of merging them);
 the answer as ``delta.content``; a finish chunk carrying ``finish_reason``, ``delta.annotations``
 and (mmsr) ``search_results`` and, with ``return_trace``, ``trace``. Then, with
 ``stream_options.include_usage``, one chunk with empty ``choices`` and ``usage``; then ``[DONE]``.
@@ -104,6 +106,7 @@ class ChoiceStream:
         self._content = _Growing()
         self._reasoned = False  # reasoning was sent in an earlier turn: separate with a blank line
         self._turn_reasoned = False
+        self._search_events = 0
 
     def on_event(self, event: object) -> list[ChoiceDelta]:
         if isinstance(event, TextDelta):
@@ -118,10 +121,11 @@ class ChoiceStream:
             self._raw, self._reasoning, self._turn_reasoned = "", _Growing(), False
             return deltas
         if isinstance(event, SearchStarted):
-            search = {"status": "started", "kind": event.kind, "query": event.query, "turn": event.turn}
-            return [ChoiceDelta(search=search)]
+            return self._search_delta(
+                {"status": "started", "kind": event.kind, "query": event.query, "turn": event.turn}
+            )
         if isinstance(event, SearchFinished):
-            return [ChoiceDelta(search={"status": "finished", **render.search_event(event.record)})]
+            return self._search_delta({"status": "finished", **render.search_event(event.record)})
         return []
 
     def finish(self, result: AgentResult) -> tuple[list[ChunkChoice], ChunkChoice]:
@@ -136,6 +140,10 @@ class ChoiceStream:
             finish_reason=render.finish_reason_of(result, self.stops),
         )
         return pieces, last
+
+    def _search_delta(self, search: dict[str, Any]) -> list[ChoiceDelta]:
+        index, self._search_events = self._search_events, self._search_events + 1
+        return [ChoiceDelta(search_events=[{"index": index, **search}])]
 
     def _reasoning_delta(self, piece: str) -> list[ChoiceDelta]:
         if not piece:

@@ -18,7 +18,7 @@ from PIL import Image
 from mmsr_serve.api import Settings, create_app
 from mmsr_serve.backends.base import Completion, Delta, GenerateRequest, ModelBackend
 from tests.api.live import LiveServer, serve_in_thread
-from tests.api.model_server import ModelServer
+from tests.api.model_server import MODEL, ModelServer
 from tests.corpus_fixture import read_docs, variant
 
 R = "<reason>thinking it over</reason>"
@@ -93,6 +93,42 @@ def live_app() -> Iterator[Callable[..., LiveServer]]:
     yield start
     for manager in reversed(stack):
         manager.__exit__(None, None, None)
+
+
+KEY = "sk-test-key"
+
+
+@pytest.fixture
+def gateway(model_server: ModelServer, corpus_dir: Path, live_app: Callable[..., LiveServer]) -> LiveServer:
+    """A live ``mmsr serve`` app (API key ``KEY``) over the stand-in model server and the fixture corpus."""
+    settings = Settings(
+        model=MODEL, backend_urls=[model_server.url], index=corpus_dir, api_keys=[KEY], backend_timeout_s=10
+    )
+    return live_app(create_app(settings))
+
+
+@pytest.fixture
+def scripted(model_server: ModelServer, doc: dict[str, Any]) -> Iterator[str]:
+    """The three protocol turns of image search -> text search -> answer; yields the answer."""
+    answer = doc["text"].split("designed by ")[1].split(" and ")[0]
+    model_server.enqueue(
+        "<reason>I cannot tell what this is.</reason><search><img></search>",
+        f"<reason>It is {doc['title']}.</reason><text_search>{doc['title']} designer</text_search>",
+        f"<reason>The page names the designer.</reason><answer>{answer}</answer>",
+    )
+    yield answer
+
+
+def messages(image_url: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Who designed this?"},
+                {"type": "image_url", "image_url": {"url": image_url}},
+            ],
+        }
+    ]
 
 
 class BlockingBackend(ModelBackend):

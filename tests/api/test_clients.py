@@ -21,8 +21,10 @@ from tests.api.live import LiveServer
 CLIENTS = Path(__file__).resolve().parents[2] / "clients"
 
 
-def run(cmd: list[str], server: LiveServer) -> str:
-    env = {**os.environ, "MMSR_URL": server.url + "/v1", "MMSR_API_KEY": "k", "MMSR_MODEL": "mmsr-test"}
+def run(cmd: list[str], server: LiveServer, **extra_env: str) -> str:
+    """Run an example; it finds the model from ``/v1/models`` unless ``MMSR_MODEL`` is given."""
+    env = {k: v for k, v in os.environ.items() if k != "MMSR_MODEL"}
+    env.update({"MMSR_URL": server.url + "/v1", "MMSR_API_KEY": "k", **extra_env})
     out = subprocess.run(cmd, cwd=CLIENTS, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr + out.stdout
     return out.stdout
@@ -55,6 +57,21 @@ def test_async_example(serve: Callable[[list[str]], LiveServer]) -> None:
     out = run([sys.executable, "openai_async.py", "Who?"], serve([f"{R}<answer>A</answer>"] * 2))
     assert "auto: 'A' searches={'image': 0, 'text': 0}" in out  # both modes run concurrently
     assert "off: '<reason>" in out
+
+
+def test_examples_take_the_model_from_the_environment(serve: Callable[[list[str]], LiveServer]) -> None:
+    server = serve([f"{R}<answer>A</answer>"] * 2)
+    cmd = [sys.executable, "openai_sync.py", "Who?"]
+    assert "answer: A" in run(cmd, server, MMSR_MODEL="mmsr-test")
+    failed = subprocess.run(
+        cmd,
+        cwd=CLIENTS,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "MMSR_URL": server.url + "/v1", "MMSR_API_KEY": "k", "MMSR_MODEL": "other"},
+    )
+    assert failed.returncode != 0 and "the model 'other' does not exist" in failed.stderr
 
 
 def test_streaming_example(

@@ -3,51 +3,15 @@ OpenAIBackend talking to a stand-in vLLM (which strips stop strings and reports 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 
 from mmsr_serve.agent.parser import STOP_STRINGS
-from mmsr_serve.api import Settings, create_app
+from tests.api.conftest import KEY, messages
 from tests.api.live import LiveServer
 from tests.api.model_server import MODEL, ModelServer
-
-KEY = "sk-test-key"
-
-
-@pytest.fixture
-def gateway(model_server: ModelServer, corpus_dir: Path, live_app: Callable[..., LiveServer]) -> LiveServer:
-    settings = Settings(
-        model=MODEL, backend_urls=[model_server.url], index=corpus_dir, api_keys=[KEY], backend_timeout_s=10
-    )
-    return live_app(create_app(settings))
-
-
-@pytest.fixture
-def scripted(model_server: ModelServer, doc: dict[str, Any]) -> Iterator[str]:
-    """The three protocol turns of image search -> text search -> answer; yields the answer."""
-    answer = doc["text"].split("designed by ")[1].split(" and ")[0]
-    model_server.enqueue(
-        "<reason>I cannot tell what this is.</reason><search><img></search>",
-        f"<reason>It is {doc['title']}.</reason><text_search>{doc['title']} designer</text_search>",
-        f"<reason>The page names the designer.</reason><answer>{answer}</answer>",
-    )
-    yield answer
-
-
-def messages(image_url: str) -> list[dict[str, Any]]:
-    return [
-        {
-            "role": "user",
-            "content": [
-                {"type": "text", "text": "Who designed this?"},
-                {"type": "image_url", "image_url": {"url": image_url}},
-            ],
-        }
-    ]
 
 
 def check_completion(completion: Any, answer: str, doc: dict[str, Any]) -> None:
@@ -117,8 +81,13 @@ def test_streaming_with_usage(
         (c.choices[0].delta.model_extra or {}).get("reasoning_content") or "" for c in chunks if c.choices
     )
     assert reasoning.startswith("I cannot tell what this is.\n\nIt is ")
-    searches = [(c.choices[0].delta.model_extra or {}).get("search") for c in chunks if c.choices]
-    assert [s["status"] + ":" + s["kind"] for s in searches if s] == [
+    searches = [
+        event
+        for c in chunks
+        if c.choices
+        for event in (c.choices[0].delta.model_extra or {}).get("search_events") or []
+    ]
+    assert [s["status"] + ":" + s["kind"] for s in searches] == [
         "started:image",
         "finished:image",
         "started:text",

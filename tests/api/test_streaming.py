@@ -65,7 +65,8 @@ async def test_chunk_order_reasoning_searches_answer_usage(
     assert reasoning == "I do not recognise this object.\n\nthinking it over\n\nThe page says it."
     assert joined(chunks, "reasoning") == reasoning
     deltas = [c["choices"][0]["delta"] for c in chunks[:-1]]
-    searches = [d["search"] for d in deltas if "search" in d]
+    searches = [event for d in deltas for event in d.get("search_events", [])]
+    assert [s["index"] for s in searches] == [0, 1, 2, 3]
     assert [(s["status"], s["kind"]) for s in searches] == [
         ("started", "image"),
         ("finished", "image"),
@@ -76,8 +77,8 @@ async def test_chunk_order_reasoning_searches_answer_usage(
     assert searches[3]["results"][0]["url"] == doc["url"] and searches[3]["provider"] == "local"
     # reasoning arrives before the search it leads to, the answer after the last search
     kinds = [next(iter(c["choices"][0]["delta"]), None) for c in chunks[1:-2]]
-    assert kinds.index("search") > kinds.index("reasoning_content")
-    assert kinds.index("content") > len(kinds) - 1 - kinds[::-1].index("search")
+    assert kinds.index("search_events") > kinds.index("reasoning_content")
+    assert kinds.index("content") > len(kinds) - 1 - kinds[::-1].index("search_events")
 
 
 @pytest.mark.parametrize(
