@@ -27,6 +27,7 @@ WORKDIR /opt/mmsr
 COPY pyproject.toml README.md ./
 COPY mmsr_serve ./mmsr_serve
 COPY mmsr_train ./mmsr_train
+COPY mmsr_bench ./mmsr_bench
 # The project itself (its pins live in pyproject.toml), with the web search providers.
 # hadolint ignore=DL3013
 RUN python3 -m pip install --no-cache-dir ".[web]" \

@@ -18,11 +18,11 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from mmsr_bench.world import WorldConfig, build_world, read_questions
+from mmsr_bench.world.build import MANIFEST
+from mmsr_bench.world.questions import Question
 from mmsr_serve.images import load_image
 from mmsr_serve.search.local import LocalIndex
-from mmsr_train.world import WorldConfig, build_world, read_questions
-from mmsr_train.world.build import MANIFEST
-from mmsr_train.world.questions import Question
 
 
 def _owner(url: str) -> str:

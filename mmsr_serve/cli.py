@@ -1,53 +1,88 @@
-"""The ``mmsr`` command.
+"""The ``mmsr`` command: its groups, each imported only when it runs.
 
     mmsr serve                      the OpenAI-compatible server (docs/server.md)
     mmsr chat "question" --image P  ask a running server, showing searches as they happen
     mmsr index build CORPUS_DIR     build the local search index of a corpus folder
-    mmsr train ...                  tiny checkpoints, GRPO, SFT, curation (mmsr_train.cli)
+    mmsr cache ...                  inspect, export and import a search cache
+    mmsr world / mmsr eval          the miniature world and the evaluation (mmsr_bench)
+    mmsr train ...                  tiny checkpoints, GRPO, SFT, curation (mmsr_train)
 
-Each sub-command imports what it needs when it runs, so ``mmsr --help`` stays fast.
+:data:`COMMANDS` names each sub-command's ``module:attribute`` and its one-line help; the module is
+imported when the sub-command runs (or its own ``--help`` is asked), never at start-up, so
+``mmsr --help`` stays fast and serving never imports the training or benchmark packages. A typer
+app becomes a command group, a function a single command.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
+import importlib
+from typing import Any
 
 import typer
+import typer.core
+import typer.main
 
-from mmsr_serve.api.cli import chat, serve
-from mmsr_serve.errors import MMSRError
-from mmsr_serve.search.cache_cli import cache_app
-from mmsr_train.cli import train_app
-from mmsr_train.eval.cli import eval_command
-from mmsr_train.world.cli import app as world_app
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": (
+        "mmsr_serve.api.cli:serve",
+        "Serve the search loop behind an OpenAI-compatible /v1/chat/completions.",
+    ),
+    "chat": (
+        "mmsr_serve.api.cli:chat",
+        "Ask a running `mmsr serve`; shows the reasoning, the searches and the answer as they happen.",
+    ),
+    "index": ("mmsr_serve.search.index_cli:index_app", "The embedded local search index."),
+    "cache": ("mmsr_serve.search.cache_cli:cache_app", "Inspect, export and import a search cache."),
+    "world": ("mmsr_bench.world.cli:app", "Miniature invented worlds to train and evaluate on."),
+    "eval": (
+        "mmsr_bench.eval.cli:eval_command",
+        "Evaluate question sets in the search modes off, always and auto: the paper's table.",
+    ),
+    "train": ("mmsr_train.cli:train_app", "Train search-capable checkpoints (GRPO, SFT), curate data."),
+}
 
-app = typer.Typer(help="Serve and train vision-language models that search on demand.", no_args_is_help=True)
-index_app = typer.Typer(help="The embedded local search index.", no_args_is_help=True)
-app.command("serve")(serve)
-app.command("chat")(chat)
-app.add_typer(index_app, name="index")
-app.add_typer(train_app, name="train")
-app.add_typer(cache_app, name="cache")
-app.add_typer(world_app, name="world")
-app.command("eval")(eval_command)
+
+def load_command(name: str) -> Any:
+    """The click command of one of :data:`COMMANDS`, importing its module."""
+    module, _, attribute = COMMANDS[name][0].partition(":")
+    target: Any = getattr(importlib.import_module(module), attribute)
+    if isinstance(target, typer.Typer):
+        return typer.main.get_group(target)
+    single = typer.Typer()
+    single.command(name)(target)
+    return typer.main.get_command(single)
 
 
-@index_app.command("build")
-def index_build(
-    corpus_dir: Annotated[Path, typer.Argument(help="Folder holding docs.jsonl and its images.")],
-    index: Annotated[
-        Path | None, typer.Option(help="Index file (default: CORPUS_DIR/.mmsr-index.sqlite).")
-    ] = None,
-) -> None:
-    """Build (or rebuild) the local index of a corpus folder."""
-    from mmsr_serve.search.local import build_index
+class _Deferred(typer.core.TyperCommand):
+    """A sub-command listed by name and help; its module is imported when it is invoked."""
 
-    try:
-        path = build_index(corpus_dir, index, progress=True)
-    except MMSRError as exc:
-        raise typer.BadParameter(str(exc)) from exc
-    typer.echo(f"index written to {path}")
+    def __init__(self, name: str, short_help: str) -> None:
+        super().__init__(name, help=short_help, short_help=short_help)
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        return load_command(self.name or "").make_context(info_name, args, parent=parent, **extra)
+
+
+class _Commands(typer.core.TyperGroup):
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> typer.core.TyperCommand | None:
+        if cmd_name not in COMMANDS:
+            return None
+        return _Deferred(cmd_name, COMMANDS[cmd_name][1])
+
+
+app = typer.Typer(
+    cls=_Commands,
+    help="Serve and train vision-language models that search on demand.",
+    no_args_is_help=True,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Serve and train vision-language models that search on demand."""
 
 
 def main() -> None:

@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mmsr_serve.agent.prompts import PromptPack
+from mmsr_serve.agent.prompts import CHECKPOINT_PACK_FILES, PromptPack
 
-PACK_FILE = "prompt_pack.json"
+PACK_FILE = CHECKPOINT_PACK_FILES[0]
 
 
 def save_pack(pack: PromptPack, folder: str | os.PathLike[str]) -> Path:

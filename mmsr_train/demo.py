@@ -51,9 +51,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from mmsr_bench.world.questions import Question
 from mmsr_serve.agent.loop import SearchMode
 from mmsr_serve.agent.prompts import PromptPack
-from mmsr_train.world.questions import Question
 
 DEMO_PACK = PromptPack(
     name="mmsr-demo",
@@ -182,7 +182,7 @@ def log(out: Path, message: str) -> None:
 
 
 def build_demo_world(folder: Path, seed: int, stream: int) -> Path:
-    from mmsr_train.world import WorldConfig, build_world
+    from mmsr_bench.world import WorldConfig, build_world
 
     if not (folder / "world.json").is_file():
         build_world(folder, WorldConfig(seed=seed, stream=stream), progress=True)
@@ -339,11 +339,11 @@ def train_sft_demo(
     import torch
     from transformers import AutoModelForImageTextToText
 
+    from mmsr_bench.world import read_questions
     from mmsr_serve.backends.hf import load_processor
     from mmsr_train.checkpoint import save_checkpoint
     from mmsr_train.grpo import build_tools
     from mmsr_train.rollout import TRAINING_LIMITS, RolloutEnv
-    from mmsr_train.world import read_questions
 
     root = Path(config.out)
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
@@ -468,11 +468,11 @@ def teach_end_of_turn(
     import torch
     from transformers import AutoModelForImageTextToText
 
+    from mmsr_bench.world import read_questions
     from mmsr_serve.backends.hf import load_processor
     from mmsr_train.checkpoint import save_checkpoint
     from mmsr_train.grpo import build_tools
     from mmsr_train.rollout import TRAINING_LIMITS, RolloutEnv
-    from mmsr_train.world import read_questions
 
     model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32)
     processor = load_processor(str(folder))

@@ -14,46 +14,19 @@
 So a correct answer without search scores 1.0, with search 0.91, a wrong but well-formed
 trajectory 0.1, and a malformed one 0.9 * acc * penalty.
 
-Normalisation (:func:`normalize_answer`): lower case, punctuation removed (every Unicode punctuation
-character, which includes ASCII's), the articles a/an/the removed, white space collapsed.
+Answers are matched by :func:`mmsr_bench.answers.is_correct` (the normalisation is there), the
+same function evaluation scores with, so a reward and an eval accuracy never disagree.
 """
 
 from __future__ import annotations
 
-import re
-import string
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
+from mmsr_bench.answers import MatchMode, is_correct, normalize_answer
 from mmsr_serve.agent.parser import check_trajectory, parse_turn
 
-MatchMode = Literal["em", "subem"]
-_ARTICLES = re.compile(r"\b(?:a|an|the)\b")
-
-
-def normalize_answer(text: str) -> str:
-    """Lower case, no punctuation (Unicode's and all of ASCII's, ``$+<=>^`|~`` included), no
-    articles, collapsed white space."""
-    text = "".join(
-        c for c in text.lower() if c not in string.punctuation and not unicodedata.category(c).startswith("P")
-    )
-    return " ".join(_ARTICLES.sub(" ", text).split())
-
-
-def is_correct(prediction: str | None, answers: Sequence[str], mode: MatchMode = "em") -> bool:
-    """Whether ``prediction`` matches one of ``answers`` after normalisation (``em``: equal,
-    ``subem``: the answer is contained in the prediction). A missing prediction is wrong."""
-    if mode not in ("em", "subem"):
-        raise ValueError(f"mode must be 'em' or 'subem', got {mode!r}")
-    if prediction is None:
-        return False
-    pred = normalize_answer(prediction)
-    golds = [normalize_answer(a) for a in answers]
-    if mode == "em":
-        return pred in golds
-    return any(gold and gold in pred for gold in golds)
+__all__ = ["MatchMode", "RewardParts", "compute_reward", "is_correct", "normalize_answer", "score_trajectory"]
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ disk, and a build of well under a second once transformers is imported.
 The tokenizer is built here, not downloaded. It works like Qwen's in the ways that matter to us:
 byte-level pre-tokenization (every string encodes and decodes back exactly, no unknown token),
 Qwen's special tokens, and a Qwen-style chat template. Its model is a Unigram over a small list of
-pieces: the 256 byte symbols, the consonant-vowel :data:`SYLLABLES` (or the ``vocab`` you pass),
+pieces: the 256 byte symbols, the world's consonant-vowel
+:data:`~mmsr_bench.world.names.SYLLABLES` (or the ``vocab`` you pass),
 segmented into the fewest pieces. The protocol tags are single tokens (unlike the real Qwen
 vocabulary) so a model this small can learn the protocol quickly; they are ordinary, not special,
 tokens, so decoding with ``skip_special_tokens`` keeps them.
@@ -24,6 +25,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from mmsr_bench.world.names import SYLLABLES
 
 PROTOCOL_TAGS: tuple[str, ...] = (
     "<reason>",
@@ -46,12 +49,6 @@ QWEN_SPECIAL_TOKENS: tuple[str, ...] = (
     "<|vision_end|>",
     "<|image_pad|>",
     "<|video_pad|>",
-)
-SYLLABLES: tuple[str, ...] = tuple(
-    syllable
-    for consonant in "bcdfghjklmnprstvwyz"
-    for vowel in "aeiou"
-    for syllable in (consonant + vowel, consonant.upper() + vowel)
 )
 
 # Qwen's chat format: <|im_start|>role\n ... <|im_end|>\n, image parts as vision placeholders

@@ -110,6 +110,19 @@ def default_pack() -> PromptPack:
     return PromptPack.from_dict(json.loads(text)).check_placeholders()
 
 
+CHECKPOINT_PACK_FILES = ("prompt_pack.json", "prompt_pack.yaml")
+"""Names of the pack a checkpoint folder carries next to its weights (training writes the first)."""
+
+
+def checkpoint_pack(folder: str | Path) -> Path | None:
+    """The pack file inside a checkpoint folder, if it has one."""
+    for name in CHECKPOINT_PACK_FILES:
+        path = Path(folder) / name
+        if path.is_file():
+            return path
+    return None
+
+
 def load_pack(path: str | Path) -> PromptPack:
     """Load a pack from a JSON or YAML file. Keys missing from the file are taken from the default."""
     path = Path(path)

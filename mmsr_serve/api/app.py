@@ -10,7 +10,7 @@ imported only then). Without ``search`` the search tools are built from the sett
 chains, the local index of ``settings.index`` by default), their calls counted in the metrics,
 and what looks misconfigured is logged as a warning at start-up.
 The prompt pack is ``settings.prompt_pack``, else the pack saved next to an ``hf`` checkpoint
-(:data:`CHECKPOINT_PACK_FILES`), else the default pack.
+(:data:`~mmsr_serve.agent.prompts.CHECKPOINT_PACK_FILES`), else the default pack.
 
 Middleware, outermost first: metrics (every response counted), auth, body limit.
 """
@@ -29,7 +29,7 @@ from fastapi import FastAPI
 
 from mmsr_serve import __version__
 from mmsr_serve.agent.agent import SearchAgent
-from mmsr_serve.agent.prompts import PromptPack, load_pack
+from mmsr_serve.agent.prompts import PromptPack, checkpoint_pack, load_pack
 from mmsr_serve.api.auth import AuthMiddleware
 from mmsr_serve.api.body import BodyLimitMiddleware
 from mmsr_serve.api.errors import install_error_handlers
@@ -45,7 +45,6 @@ from mmsr_serve.search.base import ImageSearchTool, TextSearchTool
 from mmsr_serve.search.costs import Meter
 from mmsr_serve.search.factory import SearchTools, build_search
 
-CHECKPOINT_PACK_FILES = ("prompt_pack.json", "prompt_pack.yaml")
 log = logging.getLogger("mmsr.search")
 
 
@@ -131,11 +130,8 @@ def build_backend(settings: Settings) -> ModelBackend:
 def _pack(settings: Settings) -> PromptPack | None:
     if settings.prompt_pack is not None:
         return load_pack(settings.prompt_pack)
-    if settings.backend == "hf" and settings.model:
-        for name in CHECKPOINT_PACK_FILES:
-            path = Path(settings.model) / name
-            if path.is_file():
-                return load_pack(path)
+    if settings.backend == "hf" and settings.model and (path := checkpoint_pack(settings.model)):
+        return load_pack(path)
     return None
 
 

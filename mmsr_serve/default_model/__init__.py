@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+
+from mmsr_serve.errors import ConfigError
 
 CHECKPOINT = Path(__file__).resolve().parent
 """The packaged checkpoint folder (loads with ``--backend hf --model``)."""
@@ -37,17 +41,19 @@ def demo_world(env: Mapping[str, str] | None = None, *, build: bool = True) -> P
     """The demo world's folder (``corpus/``, ``questions/``), generated first if missing.
 
     The world is built in a temporary folder next to its place and renamed into it, so an
-    interrupted build or two servers starting at once never leave half a world behind.
+    interrupted build or two servers starting at once never leave half a world behind. The
+    generator runs as ``mmsr world build`` in a child process: serving never imports it.
     """
     folder = demo_world_dir(env)
     if (folder / "world.json").is_file() or not build:
         return folder
-    from mmsr_train.world import WorldConfig, build_world
-
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".demo-world-", dir=folder.parent))
     try:
-        build_world(staging, WorldConfig(seed=DEMO_WORLD_SEED), progress=True)
+        command = [sys.executable, "-m", "mmsr_bench.world", "build", str(staging)]
+        built = subprocess.run([*command, "--seed", str(DEMO_WORLD_SEED)], stdout=subprocess.DEVNULL)
+        if built.returncode != 0:
+            raise ConfigError(f"building the demo world into {folder} failed (exit {built.returncode})")
         try:
             staging.rename(folder)
         except OSError:

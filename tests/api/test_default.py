@@ -98,7 +98,7 @@ async def test_the_default_model_answers_over_the_demo_world(tmp_path: Path) -> 
     settings = Settings.load(env={}, device="cpu").with_default_model(env)
     world = default_model.demo_world(env, build=False)
     assert (world / "world.json").is_file() and settings.index == world / "corpus"
-    from mmsr_train.world import read_questions
+    from mmsr_bench.world import read_questions
 
     question = read_questions(world / "questions" / "test-unknown.jsonl")[0]
     assert question.image is not None

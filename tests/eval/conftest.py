@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from mmsr_bench.world import WorldConfig, build_world, read_questions
+from mmsr_bench.world.questions import Question
 from mmsr_serve.search.local import LocalIndex
-from mmsr_train.world import WorldConfig, build_world, read_questions
-from mmsr_train.world.questions import Question
 from tests.eval.oracle import WorldOracle
 
 CONFIG = WorldConfig(seed=11, entities=8, fresh_entities=4, train_views=1, test_views=1)

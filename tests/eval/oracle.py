@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator, Iterable
 
 from PIL import Image
 
+from mmsr_bench.world import KINDS
+from mmsr_bench.world.questions import Question
 from mmsr_serve.backends.base import Completion, Delta, GenerateRequest, ModelBackend
-from mmsr_train.world import KINDS
-from mmsr_train.world.questions import Question
 
 REASON = "<reason>thinking</reason>"
 PHRASINGS = sorted(

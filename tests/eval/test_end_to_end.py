@@ -9,13 +9,13 @@ from pathlib import Path
 import httpx
 from typer.testing import CliRunner
 
+from mmsr_bench.eval import AgentRunner, Outcome, Row, ServerRunner, evaluate, markdown_report, summarize
+from mmsr_bench.eval.cli import write_results
+from mmsr_bench.world.questions import Question
 from mmsr_serve.agent import SearchAgent
 from mmsr_serve.api import Settings, create_app
 from mmsr_serve.cli import app
 from mmsr_serve.search.local import LocalIndex
-from mmsr_train.eval import AgentRunner, Outcome, Row, ServerRunner, evaluate, markdown_report, summarize
-from mmsr_train.eval.cli import write_results
-from mmsr_train.world.questions import Question
 from tests.api.live import serve_in_thread
 from tests.eval.oracle import WorldOracle
 

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mmsr_serve.errors import BackendError
-from mmsr_train.eval import (
+from mmsr_bench.eval import (
     EvaluationFailed,
     Outcome,
     RunResult,
@@ -18,7 +17,8 @@ from mmsr_train.eval import (
     headline_table,
     summarize,
 )
-from mmsr_train.world.questions import Question, read_questions
+from mmsr_bench.world.questions import Question, read_questions
+from mmsr_serve.errors import BackendError
 
 
 def _question(i: int, split: str = "s", answer: str = "Bamoti") -> Question:

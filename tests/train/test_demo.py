@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from mmsr_bench.world import WorldConfig, build_world, read_questions
+from mmsr_bench.world.questions import Question
 from mmsr_serve.agent.parser import check_trajectory
 from mmsr_train.cli import train_app
 from mmsr_train.demo import (
@@ -21,8 +23,6 @@ from mmsr_train.demo import (
     grpo_data,
     train_sft_demo,
 )
-from mmsr_train.world import WorldConfig, build_world, read_questions
-from mmsr_train.world.questions import Question
 
 pytest.importorskip("transformers")
 

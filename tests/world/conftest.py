@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mmsr_train.world import WorldConfig, build_world
+from mmsr_bench.world import WorldConfig, build_world
 
 SMALL = WorldConfig(seed=3, entities=24, fresh_entities=8, stream=8, train_views=2, test_views=2)
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from mmsr_bench.world import KINDS, WorldConfig, build_world, load_manifest, plan_world, read_questions
+from mmsr_bench.world.names import syllables_of
 from mmsr_serve.cli import app
 from mmsr_train.tiny_model import build_tokenizer
-from mmsr_train.world import KINDS, WorldConfig, build_world, load_manifest, plan_world, read_questions
-from mmsr_train.world.names import syllables_of
 from tests.world.conftest import SMALL
 
 TINY = WorldConfig(seed=5, entities=6, fresh_entities=2, stream=2, train_views=1, test_views=1)

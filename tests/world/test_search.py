@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from mmsr_bench.world import read_questions
+from mmsr_bench.world.questions import Question
 from mmsr_serve.images import load_image
 from mmsr_serve.search.base import TextHit
 from mmsr_serve.search.local import LocalIndex
-from mmsr_train.world import read_questions
-from mmsr_train.world.questions import Question
 
 
 @pytest.fixture(scope="module")

@@ -19,11 +19,11 @@ from typing import Any, get_args
 from openai import OpenAIError
 from tqdm import tqdm  # type: ignore[import-untyped]
 
+from mmsr_bench.answers import is_correct
+from mmsr_bench.eval.runners import Runner, RunResult
+from mmsr_bench.world.questions import Question
 from mmsr_serve.agent.loop import SearchMode
 from mmsr_serve.errors import MMSRError
-from mmsr_train.eval.runners import Runner, RunResult
-from mmsr_train.reward import is_correct
-from mmsr_train.world.questions import Question
 
 MODES: tuple[SearchMode, ...] = ("off", "always", "auto")
 

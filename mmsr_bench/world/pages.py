@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from mmsr_train.world.entities import Entity
+from mmsr_bench.world.entities import Entity
 
 REFERENCE_HOST = "wiki.example"
 # The name is in the title only: the reference page, which has it in both, ranks first.

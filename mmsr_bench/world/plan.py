@@ -11,9 +11,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from mmsr_train.world.entities import KINDS, Entity, Group, make_entity, place_pool
-from mmsr_train.world.names import ENTITY_SYLLABLES, NameGenerator
-from mmsr_train.world.pages import MAX_WEB_PAGES
+from mmsr_bench.world.entities import KINDS, Entity, Group, make_entity, place_pool
+from mmsr_bench.world.names import ENTITY_SYLLABLES, NameGenerator
+from mmsr_bench.world.pages import MAX_WEB_PAGES
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,13 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 
-from mmsr_train.tiny_model import SYLLABLES
-
+SYLLABLES: tuple[str, ...] = tuple(
+    syllable
+    for consonant in "bcdfghjklmnprstvwyz"
+    for vowel in "aeiou"
+    for syllable in (consonant + vowel, consonant.upper() + vowel)
+)
+"""Every consonant-vowel pair, capitalised and not: the tiny tokenizer's pieces."""
 LOWER_SYLLABLES: tuple[str, ...] = tuple(s for s in SYLLABLES if s.islower())
 ENTITY_SYLLABLES = 3
 VALUE_SYLLABLES = 2

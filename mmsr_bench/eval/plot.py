@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from mmsr_train.eval.report import ALL, Row
+from mmsr_bench.eval.report import ALL, Row
 
 _MARKERS = {"off": "o", "auto": "^", "always": "s"}
 # Labels of points that coincide (auto often sits on always) must not overlap: auto's go below.
@@ -20,7 +20,7 @@ _LINE_ORDER = ("off", "auto", "always")
 
 
 def plot_rows(rows: Sequence[Row], path: str | os.PathLike[str], *, title: str = "") -> Path:
-    """Draw ``rows`` (from :func:`~mmsr_train.eval.report.summarize`) into a PNG at ``path``."""
+    """Draw ``rows`` (from :func:`~mmsr_bench.eval.report.summarize`) into a PNG at ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -29,11 +29,11 @@ from typing import Any
 
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from mmsr_train.world import images as img
-from mmsr_train.world.entities import Entity
-from mmsr_train.world.pages import reference_page, web_pages
-from mmsr_train.world.plan import WorldConfig, plan_world
-from mmsr_train.world.questions import Question, write_questions
+from mmsr_bench.world import images as img
+from mmsr_bench.world.entities import Entity
+from mmsr_bench.world.pages import reference_page, web_pages
+from mmsr_bench.world.plan import WorldConfig, plan_world
+from mmsr_bench.world.questions import Question, write_questions
 
 MANIFEST = "world.json"
 FORMAT_VERSION = 1

@@ -9,12 +9,12 @@ into tables and :func:`plot_rows` (matplotlib, the ``eval`` extra) into a plot. 
 
 from typing import TYPE_CHECKING, Any
 
-from mmsr_train.eval.evaluate import MODES, EvaluationFailed, Outcome, evaluate
-from mmsr_train.eval.report import Row, detail_table, headline_table, markdown_report, summarize
-from mmsr_train.eval.runners import AgentRunner, Runner, RunResult, ServerRunner, final_answer
+from mmsr_bench.eval.evaluate import MODES, EvaluationFailed, Outcome, evaluate
+from mmsr_bench.eval.report import Row, detail_table, headline_table, markdown_report, summarize
+from mmsr_bench.eval.runners import AgentRunner, Runner, RunResult, ServerRunner, final_answer
 
 if TYPE_CHECKING:
-    from mmsr_train.eval.plot import plot_rows
+    from mmsr_bench.eval.plot import plot_rows
 
 __all__ = [
     "MODES",
@@ -37,7 +37,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "plot_rows":
-        from mmsr_train.eval.plot import plot_rows
+        from mmsr_bench.eval.plot import plot_rows
 
         return plot_rows
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from mmsr_train.world.names import VALUE_SYLLABLES, NameGenerator, random_name
+from mmsr_bench.world.names import VALUE_SYLLABLES, NameGenerator, random_name
 
 Group = Literal["known", "unknown", "heldout", "fresh", "stream"]
 ValueType = Literal["year", "person", "place"]
@@ -96,7 +96,7 @@ class Entity:
     facts: Mapping[str, str]
     """Attribute key -> value, in the kind's attribute order."""
     look: str
-    """Seed of its picture (see :func:`mmsr_train.world.images.draw_master`)."""
+    """Seed of its picture (see :func:`mmsr_bench.world.images.draw_master`)."""
 
     @property
     def id(self) -> str:

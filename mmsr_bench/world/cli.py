@@ -33,9 +33,9 @@ def build(
     overwrite: Annotated[bool, Opt(help="Replace a world already in OUT.")] = False,
 ) -> None:
     """Write a world: OUT/corpus (the local index format), OUT/questions/<split>.jsonl, OUT/world.json."""
-    from mmsr_train.world.build import build_world
-    from mmsr_train.world.entities import KINDS
-    from mmsr_train.world.plan import WorldConfig
+    from mmsr_bench.world.build import build_world
+    from mmsr_bench.world.entities import KINDS
+    from mmsr_bench.world.plan import WorldConfig
 
     try:
         config = WorldConfig(

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from mmsr_bench.world.questions import Question
 from mmsr_serve.agent import SearchAgent, parse_turn
 from mmsr_serve.agent.loop import Sampling, SearchMode
-from mmsr_train.world.questions import Question
 
 
 @dataclass(frozen=True)

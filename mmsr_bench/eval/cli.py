@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 
 if TYPE_CHECKING:
-    from mmsr_train.eval.evaluate import Outcome
-    from mmsr_train.eval.runners import Runner
-    from mmsr_train.world.questions import Question
+    from mmsr_bench.eval.evaluate import Outcome
+    from mmsr_bench.eval.runners import Runner
+    from mmsr_bench.world.questions import Question
 
 Opt = typer.Option
 DEFAULT_OUT = Path("eval-results")
@@ -39,7 +39,7 @@ class Target:
     temperature: float = 0.0
 
     async def runner(self, model: str | None) -> Runner:
-        from mmsr_train.eval.runners import ServerRunner
+        from mmsr_bench.eval.runners import ServerRunner
 
         if self.server is not None:
             name = model or await served_model(self.server, self.api_key)
@@ -49,11 +49,11 @@ class Target:
         return self._agent_runner(model)
 
     def _agent_runner(self, model: str) -> Runner:
+        from mmsr_bench.eval.runners import AgentRunner
         from mmsr_serve.agent import SearchAgent, load_pack
+        from mmsr_serve.agent.prompts import checkpoint_pack
         from mmsr_serve.backends.base import ModelBackend
         from mmsr_serve.search.local import LocalIndex
-        from mmsr_train.checkpoint import PACK_FILE
-        from mmsr_train.eval.runners import AgentRunner
 
         engine: ModelBackend
         pack = self.prompt_pack
@@ -61,8 +61,7 @@ class Target:
             from mmsr_serve.backends.hf import TransformersBackend
 
             engine, label = TransformersBackend(model, device=self.device), Path(model).name
-            if pack is None and (Path(model) / PACK_FILE).is_file():
-                pack = Path(model) / PACK_FILE
+            pack = pack or checkpoint_pack(model)
         else:
             from mmsr_serve.backends.openai_http import OpenAIBackend
 
@@ -88,7 +87,7 @@ async def served_model(server: str, api_key: str | None) -> str:
 
 def load_question_sets(paths: Sequence[Path], splits: Sequence[str], limit: int | None) -> list[Question]:
     """The questions of every file, kept to ``splits`` (if any), the first ``limit`` per split."""
-    from mmsr_train.world.questions import read_questions
+    from mmsr_bench.world.questions import read_questions
 
     questions = [q for path in paths for q in read_questions(path) if not splits or q.split in splits]
     if limit is None:
@@ -112,7 +111,7 @@ async def run_evaluation(
     progress: bool = True,
 ) -> list[Outcome]:
     """Evaluate each model in turn (one runner at a time, closed after its runs)."""
-    from mmsr_train.eval.evaluate import evaluate
+    from mmsr_bench.eval.evaluate import evaluate
 
     outcomes: list[Outcome] = []
     for model in models or [None]:
@@ -129,7 +128,7 @@ def write_results(out: Path, outcomes: Sequence[Outcome], *, command: str = "", 
 
     Without matplotlib (the ``eval`` extra) the plot is skipped with a warning on stderr.
     """
-    from mmsr_train.eval.report import markdown_report, summarize
+    from mmsr_bench.eval.report import markdown_report, summarize
 
     out.mkdir(parents=True, exist_ok=True)
     with (out / "outcomes.jsonl").open("w", encoding="utf-8") as f:
@@ -141,7 +140,7 @@ def write_results(out: Path, outcomes: Sequence[Outcome], *, command: str = "", 
     if importlib.util.find_spec("matplotlib") is None:
         typer.echo("plot skipped: matplotlib is not installed (pip install 'mmsr[eval]')", err=True)
     else:
-        from mmsr_train.eval.plot import plot_rows
+        from mmsr_bench.eval.plot import plot_rows
 
         plot_rows(rows, out / "plot.png", title=title)
     return report
@@ -184,8 +183,8 @@ def eval_command(
     Reports EM accuracy, search ratio, searches and turns per question for every split, as
     markdown (printed, and in OUT/report.md) and a plot (OUT/plot.png).
     """
+    from mmsr_bench.eval.evaluate import MODES, EvaluationFailed
     from mmsr_serve.errors import MMSRError
-    from mmsr_train.eval.evaluate import MODES, EvaluationFailed
 
     try:
         items = load_question_sets(questions, split or [], limit)

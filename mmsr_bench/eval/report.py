@@ -2,7 +2,7 @@
 
 For each group of outcomes (:class:`Row`):
 
-- accuracy: exact match after the reward's normalisation (:func:`mmsr_train.reward.is_correct`);
+- accuracy: exact match after the normalisation the reward shares (:func:`mmsr_bench.answers.is_correct`);
 - search ratio: the share of questions with at least one search (the paper's SR);
 - searches per question: image and text searches, summed, over all questions;
 - mean turns: model turns per question (corrective turns included);
@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from mmsr_train.eval.evaluate import MODES, Outcome
+from mmsr_bench.eval.evaluate import MODES, Outcome
 
 ALL = "all"
 MODE_NAMES = {"off": "off (no search)", "always": "always (RAG workflow)", "auto": "auto (on demand)"}

@@ -4,11 +4,11 @@
 local index format and question sets split by what a model can know without searching.
 """
 
-from mmsr_train.world.build import build_world, load_manifest
-from mmsr_train.world.entities import KINDS, Attribute, Entity, Kind
-from mmsr_train.world.images import PAGE_VIEW, QUERY_VIEW, ViewStrength, draw_master, make_view
-from mmsr_train.world.plan import WorldConfig, plan_world
-from mmsr_train.world.questions import SPLITS, Question, read_questions, write_questions
+from mmsr_bench.world.build import build_world, load_manifest
+from mmsr_bench.world.entities import KINDS, Attribute, Entity, Kind
+from mmsr_bench.world.images import PAGE_VIEW, QUERY_VIEW, ViewStrength, draw_master, make_view
+from mmsr_bench.world.plan import WorldConfig, plan_world
+from mmsr_bench.world.questions import SPLITS, Question, read_questions, write_questions
 
 __all__ = [
     "KINDS",
