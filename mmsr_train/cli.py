@@ -21,6 +21,16 @@ from mmsr_serve.errors import MMSRError
 from mmsr_train.demo import DemoConfig
 
 Opt = typer.Option
+# The agent's flags: the names `mmsr serve` uses (old spellings hidden, accepted with a warning).
+IndexOpt = Annotated[str | None, Opt(help="Local search corpus folder (docs.jsonl + images).")]
+CorpusOpt = Annotated[str | None, Opt(hidden=True, help="Old spelling of --index.")]
+ImageSearchOpt = Annotated[list[str] | None, Opt(help="Image search provider; repeat or comma-separate.")]
+TextSearchOpt = Annotated[list[str] | None, Opt(help="Text search provider; repeat or comma-separate.")]
+MaxTokensOpt = Annotated[int | None, Opt(help="Tokens per model turn (default 2048).")]
+MaxNewTokensOpt = Annotated[int | None, Opt(hidden=True, help="Old spelling of --max-tokens.")]
+AgentConfigOpt = Annotated[
+    Path | None, Opt(help="Agent config file (YAML or JSON, as `mmsr serve --config` takes).")
+]
 _DEMO = DemoConfig(out="")
 """The demo recipe's defaults, shown by ``mmsr train demo --help``."""
 train_app = typer.Typer(
@@ -49,12 +59,14 @@ def grpo(
     eval_data: Annotated[str | None, Opt(help="Held-out set evaluated every --eval-steps.")] = None,
     eval_fraction: Annotated[float | None, Opt(help="Hold out this share of the training set.")] = None,
     eval_steps: Annotated[int | None, Opt(help="Steps between evaluations (default 50).")] = None,
-    corpus: Annotated[str | None, Opt(help="Local search corpus folder (docs.jsonl + images).")] = None,
-    image_search: Annotated[
-        list[str] | None, Opt(help="Image search provider; repeat for fallbacks.")
+    index: IndexOpt = None,
+    corpus: CorpusOpt = None,
+    image_search: ImageSearchOpt = None,
+    text_search: TextSearchOpt = None,
+    page_reader: Annotated[
+        str | None, Opt(help="Page reader of web text search: local, jina or none.")
     ] = None,
-    text_search: Annotated[list[str] | None, Opt(help="Text search provider; repeat for fallbacks.")] = None,
-    reader: Annotated[str | None, Opt(help="Page reader of web text search: local, jina or none.")] = None,
+    reader: Annotated[str | None, Opt(hidden=True, help="Old spelling of --page-reader.")] = None,
     summarizer_base_url: Annotated[str | None, Opt(help="OpenAI-compatible summarizer URL.")] = None,
     summarizer_model: Annotated[str | None, Opt(help="Summarizer model name.")] = None,
     search_cache: Annotated[str | None, Opt(help="SQLite search cache file.")] = None,
@@ -67,7 +79,8 @@ def grpo(
     loss_type: Annotated[str | None, Opt(help="dapo (default), grpo, bnpo or dr_grpo.")] = None,
     epochs: Annotated[float | None, Opt(help="Default 1.")] = None,
     max_steps: Annotated[int | None, Opt(help="Stop after this many steps.")] = None,
-    max_new_tokens: Annotated[int | None, Opt(help="Tokens per model turn (default 2048).")] = None,
+    max_tokens: MaxTokensOpt = None,
+    max_new_tokens: MaxNewTokensOpt = None,
     max_total_tokens: Annotated[int | None, Opt(help="Tokens after the first prompt (default 8192).")] = None,
     reward_mode: Annotated[str | None, Opt(help="em (default) or subem.")] = None,
     device: Annotated[str | None, Opt(help="auto, cpu or cuda.")] = None,
@@ -77,7 +90,10 @@ def grpo(
     save_steps: Annotated[int | None, Opt(help="Steps between checkpoints (default 100).")] = None,
     seed: Annotated[int | None, Opt(help="Default 0.")] = None,
 ) -> None:
-    """GRPO with multi-turn search rollouts through the serving loop (TRL)."""
+    """GRPO with multi-turn search rollouts through the serving loop (TRL).
+
+    The run config file holds the training fields and the agent's (as ``mmsr serve`` reads them:
+    ``index``, ``text_search``, ``providers``, ``max_turns`` ...) side by side."""
     overrides: dict[str, Any] = dict(locals())
     overrides.pop("config")
     from mmsr_train.config import GRPORunConfig
@@ -99,9 +115,11 @@ def sft(
     data: Annotated[Path, typer.Argument(help="JSONL of trajectories: image, question, turns.")],
     model: Annotated[str, Opt(help="Checkpoint folder to start from.")],
     output_dir: Annotated[str, Opt(help="Where the checkpoint goes.")],
-    corpus: Annotated[str | None, Opt(help="Local search corpus that answers the searches.")] = None,
+    config: AgentConfigOpt = None,
+    index: IndexOpt = None,
+    corpus: CorpusOpt = None,
     search_cache: Annotated[str | None, Opt(help="SQLite search cache file.")] = None,
-    search_cache_mode: Annotated[str, Opt(help="readwrite, replay or refresh.")] = "readwrite",
+    search_cache_mode: Annotated[str | None, Opt(help="readwrite, replay or refresh.")] = None,
     prompt_pack: Annotated[str | None, Opt(help="Prompt pack file.")] = None,
     learning_rate: Annotated[float, Opt(help="Learning rate.")] = 1e-5,
     epochs: Annotated[float, Opt(help="Epochs.")] = 1.0,
@@ -112,14 +130,22 @@ def sft(
     """SFT warm start on protocol trajectories, masked like GRPO (model turns only)."""
     from mmsr_train.sft import SFTRunConfig, train_sft
 
+    try:
+        agent = _agent(
+            config,
+            index=index,
+            corpus=corpus,
+            search_cache=search_cache,
+            search_cache_mode=search_cache_mode,
+            prompt_pack=prompt_pack,
+        )
+    except MMSRError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     run = SFTRunConfig(
         model=model,
         data=str(data),
         output_dir=output_dir,
-        corpus=corpus,
-        search_cache=search_cache,
-        search_cache_mode=search_cache_mode,
-        prompt_pack=prompt_pack,
+        agent=agent,
         learning_rate=learning_rate,
         epochs=epochs,
         max_steps=max_steps,
@@ -140,13 +166,13 @@ def curate(
     model: Annotated[str, Opt(help="Checkpoint folder (hf) or served model name (openai).")],
     backend: Annotated[str, Opt(help="hf (in-process) or openai (any OpenAI-compatible server).")] = "hf",
     backend_url: Annotated[list[str] | None, Opt(help="Model server URL (openai); repeatable.")] = None,
-    corpus: Annotated[str | None, Opt(help="Local search corpus folder.")] = None,
-    image_search: Annotated[
-        list[str] | None, Opt(help="Image search provider; repeat for fallbacks.")
-    ] = None,
-    text_search: Annotated[list[str] | None, Opt(help="Text search provider; repeat for fallbacks.")] = None,
+    config: AgentConfigOpt = None,
+    index: IndexOpt = None,
+    corpus: CorpusOpt = None,
+    image_search: ImageSearchOpt = None,
+    text_search: TextSearchOpt = None,
     search_cache: Annotated[str | None, Opt(help="SQLite search cache file.")] = None,
-    search_cache_mode: Annotated[str, Opt(help="readwrite, replay or refresh.")] = "readwrite",
+    search_cache_mode: Annotated[str | None, Opt(help="readwrite, replay or refresh.")] = None,
     k: Annotated[int, Opt(help="Rollouts per question and setting.")] = 8,
     min_correct: Annotated[int, Opt(help="Correct rollouts that settle a label.")] = 1,
     search_required_ratio: Annotated[float, Opt(help="Share of search-required questions.")] = 0.68,
@@ -155,7 +181,8 @@ def curate(
         "protocol"
     ),
     temperature: Annotated[float, Opt(help="Sampling temperature of the rollouts.")] = 1.0,
-    max_new_tokens: Annotated[int, Opt(help="Tokens per model turn.")] = 2048,
+    max_tokens: MaxTokensOpt = None,
+    max_new_tokens: MaxNewTokensOpt = None,
     concurrency: Annotated[int, Opt(help="Rollouts in flight.")] = 4,
     seed: Annotated[int, Opt(help="Sampling seed of the balanced set.")] = 0,
 ) -> None:
@@ -163,20 +190,36 @@ def curate(
     import asyncio
 
     from mmsr_serve.agent.agent import SearchAgent
-    from mmsr_serve.agent.limits import Limits
     from mmsr_serve.agent.loop import Sampling
     from mmsr_train.curate import balance, label_samples, report
     from mmsr_train.data import load_samples, write_jsonl
-    from mmsr_train.grpo import build_tools
+    from mmsr_train.rollout import build_tools
 
     try:
         samples = load_samples(data)
-        tools = build_tools(
-            corpus, search_cache, search_cache_mode, image=image_search or (), text=text_search or ()
+        if backend not in ("hf", "openai"):
+            raise typer.BadParameter(f"backend must be hf or openai, got {backend!r}")
+        config_ = _agent(
+            config,
+            backend=backend,
+            backend_urls=backend_url,
+            model=model,
+            index=index,
+            corpus=corpus,
+            image_search=image_search,
+            text_search=text_search,
+            search_cache=search_cache,
+            search_cache_mode=search_cache_mode,
+            max_tokens=max_tokens,
+            max_new_tokens=max_new_tokens,
         )
-        policy = _backend(backend, model, backend_url)
-        limits = Limits(max_new_tokens=max_new_tokens, recover=False)
-        agent = SearchAgent(policy, image_search=tools.image, text_search=tools.text, limits=limits)
+        tools = build_tools(config_)
+        agent = SearchAgent(
+            config_.build_backend(),
+            image_search=tools.image,
+            text_search=tools.text,
+            limits=config_.limits(recover=False),
+        )
         labelled = asyncio.run(
             label_samples(
                 samples,
@@ -270,16 +313,17 @@ def demo(
     typer.echo(f"demo checkpoint at {final}")
 
 
-def _backend(kind: str, model: str, urls: list[str] | None) -> Any:
-    if kind == "hf":
-        from mmsr_serve.backends.hf import TransformersBackend
+def _agent(config: Path | None, **flags: Any) -> Any:
+    """The agent configuration of a training command: ``config`` (a file as ``mmsr serve --config``
+    takes), the serving environment variables, then the flags; loaded as serving loads it."""
+    from mmsr_serve.config import AgentConfig
+    from mmsr_train.config import training_env
 
-        return TransformersBackend(model)
-    if kind == "openai":
-        from mmsr_serve.backends.openai_http import OpenAIBackend
+    if config is not None:
+        from mmsr_serve.config import read_config_file
 
-        return OpenAIBackend(urls or ["http://127.0.0.1:8000/v1"], model)
-    raise typer.BadParameter(f"backend must be hf or openai, got {kind!r}")
+        return AgentConfig.from_sources(read_config_file(config), env=training_env(), **flags)
+    return AgentConfig.from_sources({}, env=training_env(), **flags)
 
 
 def _summary(summary: Any) -> None:

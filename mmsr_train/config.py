@@ -18,18 +18,14 @@ Decisions where the paper leaves TRL's knobs open:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from mmsr_serve.agent.limits import Limits
+from mmsr_serve.config import OLD_NAMES, AgentConfig, read_config_file
 from mmsr_serve.errors import ConfigError, InvalidInputError
-
-_LIMITS = Limits()  # the paper's limits, the one place they are written
 
 
 @dataclass
@@ -42,29 +38,10 @@ class GRPORunConfig:
     eval_fraction: float = 0.0
     """Hold out this fraction of ``train_data`` for evaluation when ``eval_data`` is not given."""
     eval_steps: int = 50
-    # search tools
-    corpus: str | None = None
-    """A local index corpus folder (``docs.jsonl`` + images); answers both searches when no
-    provider is named."""
-    image_search: list[str] = field(default_factory=list)
-    """Image search providers in fallback order: ``serpapi-lens``, ``local``."""
-    text_search: list[str] = field(default_factory=list)
-    """Text search providers in fallback order: ``serpapi``, ``brave``, ``tavily``, ``searxng``,
-    ``duckduckgo``, ``local`` (docs/search.md)."""
-    reader: Literal["local", "jina", "none"] = "local"
-    summarizer_base_url: str | None = None
-    summarizer_model: str | None = None
-    search_cache: str | None = None
-    search_cache_mode: Literal["readwrite", "replay", "refresh"] = "readwrite"
-    prompt_pack: str | None = None
-    # rollouts (the paper's training limits)
-    max_turns: int = _LIMITS.max_turns
-    max_image_searches: int = _LIMITS.max_image_searches
-    max_text_searches: int = _LIMITS.max_text_searches
-    top_k: int = _LIMITS.top_k
-    max_new_tokens: int = _LIMITS.max_new_tokens
-    max_total_tokens: int = _LIMITS.max_total_tokens
-    max_image_pixels: int = _LIMITS.max_image_pixels
+    agent: AgentConfig = field(default_factory=lambda: AgentConfig())
+    """The rollouts' search tools, limits and prompt pack: the serving configuration
+    (:class:`~mmsr_serve.config.AgentConfig`), whose fields a run config file and the flags give at
+    the top level (``index``, ``text_search``, ``max_turns`` ...) beside the training fields."""
     temperature: float = 1.0
     top_p: float = 1.0
     # reward
@@ -111,40 +88,52 @@ class GRPORunConfig:
             raise ConfigError(f"run config: {exc}") from exc
 
     def limits(self) -> Limits:
-        return Limits(
-            max_turns=self.max_turns,
-            max_image_searches=self.max_image_searches,
-            max_text_searches=self.max_text_searches,
-            top_k=self.top_k,
-            max_new_tokens=self.max_new_tokens,
-            max_total_tokens=self.max_total_tokens,
-            max_image_pixels=self.max_image_pixels,
-            recover=False,
-        )
+        """The rollouts' limits: the agent's, as training runs them (``recover=False``)."""
+        return self.agent.limits(recover=False)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> GRPORunConfig:
-        """Fields from a YAML/JSON file, then ``overrides`` (None values are ignored)."""
-        data: dict[str, Any] = {}
-        if path is not None:
-            path = Path(path)
-            try:
-                raw = path.read_text(encoding="utf-8")
-                loaded = yaml.safe_load(raw) if path.suffix in (".yaml", ".yml") else json.loads(raw)
-            except (OSError, ValueError, yaml.YAMLError) as exc:
-                raise ConfigError(f"cannot read run config {path}: {exc}") from exc
-            if not isinstance(loaded, dict):
-                raise ConfigError(f"run config {path} must hold a mapping")
-            data.update(loaded)
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"unknown run config keys: {unknown}")
-        missing = sorted(n for n in ("model", "train_data", "output_dir") if not data.get(n))
+    def load(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> GRPORunConfig:
+        """Fields from a YAML/JSON file, then ``overrides`` (None values are ignored). Agent fields
+        sit at the top level beside the training ones and are loaded as ``mmsr serve`` loads them
+        (:meth:`AgentConfig.load`: the environment's provider keys, old spellings with a warning)."""
+        data = read_config_file(path) if path is not None else {}
+        given = {k: v for k, v in overrides.items() if v is not None}
+        own, agent_file = split_fields(cls, data)
+        own_flags, agent_flags = split_fields(cls, given)
+        own.update(own_flags)
+        missing = sorted(n for n in ("model", "train_data", "output_dir") if not own.get(n))
         if missing:
             raise ConfigError(f"missing run config keys: {missing}")
-        return cls(**data)
+        agent = AgentConfig.from_sources(agent_file, env=training_env(env), **agent_flags)
+        return cls(**own, agent=agent)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The run as a config file would give it (the agent's fields at the top level, no secrets)."""
+        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "agent"}
+        return {**own, **self.agent.record()}
+
+
+def training_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment the agent configuration of a training run reads: the serving variables
+    (``MMSR_*``, provider keys) but ``MMSR_CONFIG``, since the run config is the config file."""
+    out = dict(os.environ if env is None else env)
+    out.pop("MMSR_CONFIG", None)
+    return out
+
+
+def split_fields(cls: Any, values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``values`` split into ``cls``'s own dataclass fields and the agent's; unknown keys are an error."""
+    own_names = {f.name for f in dataclasses.fields(cls)} - {"agent"}
+    agent_names = set(AgentConfig.model_fields) | set(OLD_NAMES)
+    unknown = sorted(set(values) - own_names - agent_names)
+    if unknown:
+        raise ConfigError(f"unknown run config keys: {unknown}")
+    own = {k: v for k, v in values.items() if k in own_names}
+    agent = {k: v for k, v in values.items() if k not in own_names}
+    return own, agent

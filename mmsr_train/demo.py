@@ -341,14 +341,14 @@ def train_sft_demo(
 
     from mmsr_bench.world import read_questions
     from mmsr_serve.backends.hf import load_processor
+    from mmsr_serve.config import AgentConfig
     from mmsr_train.checkpoint import save_checkpoint
-    from mmsr_train.grpo import build_tools
-    from mmsr_train.rollout import TRAINING_LIMITS, RolloutEnv
+    from mmsr_train.rollout import TRAINING_LIMITS, RolloutEnv, build_tools
 
     root = Path(config.out)
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
     processor = load_processor(str(model_dir))
-    env = RolloutEnv(build_tools(str(world / "corpus"), None, "readwrite"), TRAINING_LIMITS, DEMO_PACK)
+    env = RolloutEnv(build_tools(AgentConfig(index=world / "corpus")), TRAINING_LIMITS, DEMO_PACK)
     train = read_questions(world / "questions" / "train.jsonl")
     stream_file = world / "questions" / "stream.jsonl"
     stream = read_questions(stream_file) if stream_file.is_file() else []
@@ -470,13 +470,13 @@ def teach_end_of_turn(
 
     from mmsr_bench.world import read_questions
     from mmsr_serve.backends.hf import load_processor
+    from mmsr_serve.config import AgentConfig
     from mmsr_train.checkpoint import save_checkpoint
-    from mmsr_train.grpo import build_tools
-    from mmsr_train.rollout import TRAINING_LIMITS, RolloutEnv
+    from mmsr_train.rollout import TRAINING_LIMITS, RolloutEnv, build_tools
 
     model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32)
     processor = load_processor(str(folder))
-    env = RolloutEnv(build_tools(str(world / "corpus"), None, "readwrite"), TRAINING_LIMITS, DEMO_PACK)
+    env = RolloutEnv(build_tools(AgentConfig(index=world / "corpus")), TRAINING_LIMITS, DEMO_PACK)
     end_id = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
     rng = random.Random(config.seed)
     questions = rng.sample(read_questions(world / "questions" / "train.jsonl"), 128)
@@ -531,6 +531,7 @@ def train_grpo_demo(sft_dir: Path, world: Path, out_dir: Path, config: DemoConfi
     """GRPO from the SFT checkpoint until ``seconds`` have passed (checked after each step)."""
     from transformers import TrainerCallback
 
+    from mmsr_serve.config import AgentConfig
     from mmsr_train.config import GRPORunConfig
     from mmsr_train.grpo import train_grpo
 
@@ -555,10 +556,7 @@ def train_grpo_demo(sft_dir: Path, world: Path, out_dir: Path, config: DemoConfi
             grpo_data(world, root / "grpo_questions.jsonl", config.seed, known_share=config.grpo_known_share)
         ),
         output_dir=str(out_dir),
-        corpus=str(world / "corpus"),
-        prompt_pack=str(pack_file),
-        max_new_tokens=32,
-        max_total_tokens=512,
+        agent=AgentConfig(index=world / "corpus", prompt_pack=pack_file, max_tokens=32, max_total_tokens=512),
         num_generations=config.grpo_generations,
         prompts_per_device=config.grpo_prompts,
         learning_rate=config.grpo_learning_rate,

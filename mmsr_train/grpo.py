@@ -2,7 +2,7 @@
 
     from mmsr_train.config import GRPORunConfig
     from mmsr_train.grpo import train_grpo
-    config = GRPORunConfig(model="ckpt/", train_data="train.jsonl", output_dir="out/", corpus="corpus/")
+    config = GRPORunConfig.load(model="ckpt/", train_data="train.jsonl", output_dir="out/", index="corpus/")
     summary = train_grpo(config)
 
 The trainer is :class:`~mmsr_train.trainer.SearchGRPOTrainer`; its checkpoints (``out/checkpoint-N``
@@ -22,68 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmsr_serve.agent.loop import Sampling, Tools
+from mmsr_serve.agent.loop import Sampling
 from mmsr_serve.agent.parser import STOP_STRINGS
-from mmsr_serve.agent.prompts import PromptPack, default_pack, load_pack
 from mmsr_serve.errors import ConfigError
 from mmsr_train.config import GRPORunConfig
 from mmsr_train.data import Sample, load_samples
 from mmsr_train.reward import MatchMode, score_trajectory
 from mmsr_train.rollout import RolloutEnv, Wrap
-
-
-def build_tools(
-    corpus: str | None,
-    cache: str | None = None,
-    cache_mode: str = "readwrite",
-    *,
-    image: Sequence[str] = (),
-    text: Sequence[str] = (),
-    reader: str = "local",
-    summarizer_base_url: str | None = None,
-    summarizer_model: str | None = None,
-) -> Tools:
-    """The search tools of the serving layer (:func:`mmsr_serve.search.factory.build_search`).
-
-    ``image`` / ``text`` name providers in fallback order (``serpapi-lens``, ``serpapi``,
-    ``duckduckgo``, ``local``...; keys from the environment, e.g. ``SERPAPI_API_KEY``); without
-    them a ``corpus`` answers both searches through the local index. With a ``cache``, every
-    provider goes through it; ``cache_mode="replay"`` serves only recorded results and needs no key
-    (repeatable runs over web searches paid for once).
-    """
-    import os
-
-    from mmsr_serve.search.config import SearchConfig, provider_env
-    from mmsr_serve.search.factory import build_search
-
-    if not image and not text:
-        if corpus is None:
-            raise ConfigError("no search tools: name providers, or pass a corpus for the local index")
-        image = text = ("local",)
-    sections = provider_env(os.environ)
-    tools = build_search(
-        SearchConfig(
-            image=tuple(image),
-            text=tuple(text),
-            index=Path(corpus) if corpus else None,
-            cache=Path(cache) if cache else None,
-            cache_mode=cache_mode,  # type: ignore[arg-type]
-            reader=reader,
-            summarizer_base_url=summarizer_base_url,
-            summarizer_model=summarizer_model,
-            providers={name: _provider(values) for name, values in sections.items()},
-        )
-    )
-    if tools.local is not None:
-        tools.local.ensure_index()
-    return Tools(tools.image, tools.text)
-
-
-def _provider(values: dict[str, str]) -> Any:
-    from mmsr_serve.search.config import ProviderConfig
-
-    return ProviderConfig(api_key=values.get("api_key"), base_url=values.get("base_url"))
-
 
 RewardFunc = Callable[..., list[float]]
 
@@ -184,7 +129,7 @@ def grpo_args(config: GRPORunConfig, *, has_eval: bool) -> Any:
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         num_train_epochs=config.epochs,
         max_steps=config.max_steps,
-        max_completion_length=config.max_total_tokens,
+        max_completion_length=config.agent.max_total_tokens,
         temperature=config.temperature,
         top_p=config.top_p,
         activation_checkpointing=config.gradient_checkpointing,
@@ -228,7 +173,6 @@ def load_policy(path: str, bf16: bool) -> tuple[Any, Any]:
 def build_trainer(config: GRPORunConfig, *, wrap: Wrap | None = None, callbacks: Sequence[Any] = ()) -> Any:
     from mmsr_train.trainer import SearchGRPOTrainer
 
-    pack: PromptPack = load_pack(config.prompt_pack) if config.prompt_pack else default_pack()
     train = load_samples(config.train_data)
     if config.eval_data:
         held = load_samples(config.eval_data)
@@ -236,19 +180,8 @@ def build_trainer(config: GRPORunConfig, *, wrap: Wrap | None = None, callbacks:
         train, held = split_eval(train, config.eval_fraction, config.seed)
     args = grpo_args(config, has_eval=bool(held))
     model, processor = load_policy(config.model, args.bf16)
-    env = RolloutEnv(
-        tools=build_tools(
-            config.corpus,
-            config.search_cache,
-            config.search_cache_mode,
-            image=config.image_search,
-            text=config.text_search,
-            reader=config.reader,
-            summarizer_base_url=config.summarizer_base_url,
-            summarizer_model=config.summarizer_model,
-        ),
-        limits=config.limits(),
-        pack=pack,
+    env = RolloutEnv.from_config(
+        config.agent,
         sampling=Sampling(temperature=config.temperature, top_p=config.top_p),
     )
     reward = make_reward_func(

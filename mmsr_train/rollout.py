@@ -19,7 +19,8 @@ from mmsr_serve.agent.agent import SearchAgent
 from mmsr_serve.agent.events import AgentResult
 from mmsr_serve.agent.limits import Limits
 from mmsr_serve.agent.loop import Sampling, SearchMode, Tools
-from mmsr_serve.agent.prompts import PromptPack, default_pack
+from mmsr_serve.agent.prompts import PromptPack, default_pack, load_pack
+from mmsr_serve.config import AgentConfig
 from mmsr_serve.images import ImageSource
 from mmsr_train.generators import BatchTokenGenerator, RoundBatcher
 from mmsr_train.policy import PolicyBackend, TokenGenerator, TokenTrace
@@ -37,10 +38,40 @@ class RolloutEnv:
     limits: Limits = TRAINING_LIMITS
     pack: PromptPack | None = None
     sampling: Sampling = field(default_factory=Sampling)
+    agent: AgentConfig | None = None
+    """The configuration the tools, limits and pack were built from (checkpoints record it)."""
 
     @property
     def prompt_pack(self) -> PromptPack:
         return self.pack or default_pack()
+
+    @classmethod
+    def from_config(
+        cls, agent: AgentConfig, *, sampling: Sampling | None = None, pack: PromptPack | None = None
+    ) -> RolloutEnv:
+        """The environment the serving builders make of ``agent``: the same search tools, the same
+        limits (as training runs them: a malformed turn ends the trajectory), the same pack."""
+        pack_file = agent.prompt_pack_file()
+        return cls(
+            tools=build_tools(agent),
+            limits=agent.limits(recover=False),
+            pack=pack or (load_pack(pack_file) if pack_file else None),
+            sampling=sampling or Sampling(),
+            agent=agent,
+        )
+
+
+def build_tools(agent: AgentConfig) -> Tools:
+    """The search tools of ``agent`` (:meth:`AgentConfig.build_search`), the local index built now."""
+    from mmsr_serve.errors import ConfigError
+
+    config = agent.search_config()
+    if not config.image and not config.text:
+        raise ConfigError("no search tools: name providers, or pass a corpus for the local index (--index)")
+    tools = agent.build_search()
+    if tools.local is not None:
+        tools.local.ensure_index()
+    return Tools(tools.image, tools.text)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,8 @@ from tqdm import tqdm  # type: ignore[import-untyped]
 
 from mmsr_serve.agent.loop import SearchMode
 from mmsr_serve.agent.parser import check_trajectory
-from mmsr_serve.agent.prompts import default_pack, load_pack
-from mmsr_train.checkpoint import save_pack
+from mmsr_serve.config import AgentConfig
+from mmsr_train.checkpoint import save_serving_files
 from mmsr_train.data import DataError, jsonl_rows
 from mmsr_train.generators import TeacherGenerator
 from mmsr_train.rollout import RolloutEnv, RolloutTask, run_rollout, run_sync
@@ -133,16 +133,14 @@ class SFTRunConfig:
     model: str
     data: str
     output_dir: str
-    corpus: str | None = None
-    search_cache: str | None = None
-    search_cache_mode: str = "readwrite"
-    prompt_pack: str | None = None
+    agent: AgentConfig = field(default_factory=lambda: AgentConfig())
+    """The search tools that answer the trajectories' searches, the limits and the prompt pack
+    (the serving configuration, :class:`~mmsr_serve.config.AgentConfig`)."""
     learning_rate: float = 1e-5
     epochs: float = 1.0
     max_steps: int = -1
     batch_size: int = 1
     gradient_accumulation_steps: int = 1
-    max_total_tokens: int = 8192
     device: str = "auto"
     bf16: bool | None = None
     save_steps: int = 500
@@ -155,18 +153,13 @@ def train_sft(config: SFTRunConfig) -> Any:
     import torch
     from trl import SFTConfig, SFTTrainer
 
-    from mmsr_train.grpo import TrainSummary, build_tools, load_policy
-    from mmsr_train.rollout import TRAINING_LIMITS
+    from mmsr_train.grpo import TrainSummary, load_policy
 
-    pack = load_pack(config.prompt_pack) if config.prompt_pack else default_pack()
     cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
     bf16 = cuda if config.bf16 is None else config.bf16
     model, processor = load_policy(config.model, bf16)
-    env = RolloutEnv(
-        build_tools(config.corpus, config.search_cache, config.search_cache_mode),
-        TRAINING_LIMITS.with_overrides(max_total_tokens=config.max_total_tokens),
-        pack,
-    )
+    env = RolloutEnv.from_config(config.agent)
+    pack = env.prompt_pack
     trajectories = load_trajectories(config.data)
     examples = [build_example(t, processor, env) for t in tqdm(trajectories, desc="replaying trajectories")]
     args = SFTConfig(
@@ -192,7 +185,7 @@ def train_sft(config: SFTRunConfig) -> Any:
         def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
             super().save_model(output_dir, _internal_call)
             if self.args.should_save:
-                save_pack(pack, output_dir or str(self.args.output_dir))
+                save_serving_files(output_dir or str(self.args.output_dir), pack, config.agent)
 
     trainer = _Trainer(
         model=model,

@@ -30,7 +30,7 @@ import torch
 from trl import GRPOTrainer
 from trl.models.utils import unwrap_model_for_generation
 
-from mmsr_train.checkpoint import save_pack
+from mmsr_train.checkpoint import save_serving_files
 from mmsr_train.generators import HFGenerator, VLLMGenerator
 from mmsr_train.policy import TokenGenerator
 from mmsr_train.rollout import Rollout, RolloutEnv, RolloutTask, Wrap, run_rollouts, run_sync
@@ -193,4 +193,4 @@ class SearchGRPOTrainer(GRPOTrainer):
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         super().save_model(output_dir, _internal_call)
         if self.args.should_save:
-            save_pack(self.env.prompt_pack, output_dir or str(self.args.output_dir))
+            save_serving_files(output_dir or str(self.args.output_dir), self.env.prompt_pack, self.env.agent)

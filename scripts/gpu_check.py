@@ -54,15 +54,15 @@ def main(out_dir: Path, device: str) -> dict[str, Any]:
             f"<reason>Found it.</reason><answer>{designer}</answer>",
         ]
     (work / "train.jsonl").write_text("\n".join(lines) + "\n")
-    config = GRPORunConfig(
+    config = GRPORunConfig.load(
         model=str(tiny),
         train_data=str(work / "train.jsonl"),
         output_dir=str(out_dir / "run"),
-        corpus=str(corpus),
+        index=str(corpus),
         num_generations=4,
         prompts_per_device=2,
         max_steps=3,
-        max_new_tokens=96,
+        max_tokens=96,
         max_total_tokens=1500,
         learning_rate=1e-3,
         warmup_ratio=0.0,

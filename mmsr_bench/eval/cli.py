@@ -49,29 +49,34 @@ class Target:
         return self._agent_runner(model)
 
     def _agent_runner(self, model: str) -> Runner:
+        """An in-process agent, assembled by the serving builders (:mod:`mmsr_serve.config`)."""
         from mmsr_bench.eval.runners import AgentRunner
         from mmsr_serve.agent import SearchAgent, load_pack
-        from mmsr_serve.agent.prompts import checkpoint_pack
-        from mmsr_serve.backends.base import ModelBackend
-        from mmsr_serve.search.local import LocalIndex
+        from mmsr_serve.config import AgentConfig
 
-        engine: ModelBackend
-        pack = self.prompt_pack
-        if self.backend == "hf":
-            from mmsr_serve.backends.hf import TransformersBackend
-
-            engine, label = TransformersBackend(model, device=self.device), Path(model).name
-            pack = pack or checkpoint_pack(model)
-        else:
-            from mmsr_serve.backends.openai_http import OpenAIBackend
-
-            engine, label = OpenAIBackend(self.backend_url, model), model
-        search = None
-        if self.index is not None:
-            search = LocalIndex(self.index)
-            search.ensure_index()
-        agent = SearchAgent(engine, search, pack=load_pack(pack) if pack else None)
-        return AgentRunner(agent, label, temperature=self.temperature)
+        config = AgentConfig.from_sources(
+            {},
+            env={},
+            backend=self.backend,
+            backend_urls=[self.backend_url],
+            model=model,
+            device=self.device,
+            index=self.index,
+            prompt_pack=self.prompt_pack,
+        )
+        engine = config.build_backend()
+        tools = config.build_search()
+        if tools.local is not None:
+            tools.local.ensure_index()
+        pack_file = config.prompt_pack_file()
+        agent = SearchAgent(
+            engine,
+            image_search=tools.image,
+            text_search=tools.text,
+            limits=config.limits(),
+            pack=load_pack(pack_file) if pack_file else None,
+        )
+        return AgentRunner(agent, config.model_id, temperature=self.temperature)
 
 
 async def served_model(server: str, api_key: str | None) -> str:

@@ -29,7 +29,7 @@ from fastapi import FastAPI
 
 from mmsr_serve import __version__
 from mmsr_serve.agent.agent import SearchAgent
-from mmsr_serve.agent.prompts import PromptPack, checkpoint_pack, load_pack
+from mmsr_serve.agent.prompts import load_pack
 from mmsr_serve.api.auth import AuthMiddleware
 from mmsr_serve.api.body import BodyLimitMiddleware
 from mmsr_serve.api.errors import install_error_handlers
@@ -39,11 +39,9 @@ from mmsr_serve.api.routes import Runtime, router
 from mmsr_serve.api.runs import Slots
 from mmsr_serve.api.settings import Settings
 from mmsr_serve.backends.base import ModelBackend
-from mmsr_serve.errors import ConfigError
 from mmsr_serve.images import Fetch
 from mmsr_serve.search.base import ImageSearchTool, TextSearchTool
-from mmsr_serve.search.costs import Meter
-from mmsr_serve.search.factory import SearchTools, build_search
+from mmsr_serve.search.factory import SearchTools
 
 log = logging.getLogger("mmsr.search")
 
@@ -55,12 +53,12 @@ def create_app(
     search: ImageSearchTool | TextSearchTool | None = None,
     fetch: Fetch | None = None,
 ) -> FastAPI:
-    backend = backend or build_backend(settings)
+    backend = backend or settings.build_backend()
     metrics = Metrics()
     built: SearchTools | None = None
     tools: Any = search
     if search is None:
-        built = build_search(settings.search_config(), meter=Meter(settings.search_prices))
+        built = settings.build_search()
         built.meter.subscribe(metrics.observe_provider_call)
         for warning in built.warnings:
             log.warning("%s", warning)
@@ -69,7 +67,9 @@ def create_app(
 
         tools = cached(search, settings.search_cache, mode=settings.search_cache_mode)
     fetch = fetch or _build_fetch(settings)
-    common: dict[str, Any] = {"limits": settings.limits(), "pack": _pack(settings), "fetch": fetch}
+    pack_file = settings.prompt_pack_file()
+    pack = load_pack(pack_file) if pack_file else None
+    common: dict[str, Any] = {"limits": settings.limits(), "pack": pack, "fetch": fetch}
     if built is not None:
         agent = SearchAgent(backend, image_search=built.image, text_search=built.text, **common)
     else:
@@ -106,33 +106,6 @@ def create_app(
     app.add_middleware(AuthMiddleware, keys=settings.api_keys)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
-
-
-def build_backend(settings: Settings) -> ModelBackend:
-    if not settings.model:
-        raise ConfigError(
-            "no model: pass --model (the served model name, or the checkpoint for --backend hf)"
-        )
-    if settings.backend == "hf":
-        from mmsr_serve.backends.hf import TransformersBackend
-
-        return TransformersBackend(settings.model, device=settings.device, model=settings.model_id)
-    from mmsr_serve.backends.openai_http import OpenAIBackend
-
-    return OpenAIBackend(
-        settings.backend_urls,
-        settings.model,
-        api_key=settings.backend_api_key,
-        timeout_s=settings.backend_timeout_s,
-    )
-
-
-def _pack(settings: Settings) -> PromptPack | None:
-    if settings.prompt_pack is not None:
-        return load_pack(settings.prompt_pack)
-    if settings.backend == "hf" and settings.model and (path := checkpoint_pack(settings.model)):
-        return load_pack(path)
-    return None
 
 
 def _build_fetch(settings: Settings) -> Fetch | None:

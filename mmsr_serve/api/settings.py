@@ -1,125 +1,33 @@
-"""Server settings: one pydantic model for every flag of ``mmsr serve``.
+"""Server settings: the agent configuration plus the HTTP server's own fields, every flag of
+``mmsr serve``.
 
-Values come from, lowest precedence first: the defaults below, a config file (YAML or JSON, keys
-are the field names, ``-`` or ``_``), ``MMSR_*`` environment variables, then command-line flags.
-The environment variable of a field is ``MMSR_`` + its name in upper case, except the list fields
-``backend_urls`` (``MMSR_BACKEND_URL``) and ``api_keys`` (``MMSR_API_KEY``); list values in the
-environment are comma-separated. ``MMSR_CONFIG`` names the config file when no flag does.
+The agent's fields (backend, search, limits, pack), how values are merged from the config file,
+the environment and the flags, and the builders all live in :mod:`mmsr_serve.config`; this model
+adds request limits, the listening address, API keys and logging.
 
 The search limits (``max_turns`` ...) are both the defaults of a request and the ceiling a request's
 extras may ask for: a client can lower them, never raise them.
-
-Web search providers take their keys and base URLs from the config file's ``providers:`` mapping
-and from environment variables named after them (``SERPAPI_API_KEY``, ``BRAVE_BASE_URL`` ...; see
-:mod:`mmsr_serve.search.config`), which win. Keys are never accepted as flags (a command line is
-visible to every user of the machine) and never printed (``SecretStr``).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, field_validator
 
-from mmsr_serve.agent.limits import Limits
+from mmsr_serve.config import AgentConfig, ProviderSettings, read_config_file
 from mmsr_serve.errors import ConfigError
-from mmsr_serve.search.config import (
-    DEFAULT_MIN_RELATIVE_SCORE,
-    IMAGE_PROVIDERS,
-    PROVIDER_SECTIONS,
-    TEXT_PROVIDERS,
-    ProviderConfig,
-    SearchConfig,
-    default_cache_path,
-    is_web,
-    provider_env,
-)
-from mmsr_serve.search.costs import Price
 
-ENV_PREFIX = "MMSR_"
-_ENV_NAMES = {"backend_urls": "MMSR_BACKEND_URL", "api_keys": "MMSR_API_KEY"}
-_CACHE_OFF = ("off", "none")
-
-_LIMITS = Limits()  # request limits default to the protocol's own
+__all__ = ["ProviderSettings", "Settings", "read_config_file"]
 
 
-class ProviderSettings(BaseModel):
-    """One web provider's section of the config file (``providers: {serpapi: {...}}``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    api_key: SecretStr | None = None
-    base_url: str | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
-    """Fixed request parameters (``hl``, ``gl``, ``country``, ``search_depth``, ``backend`` ...)."""
-
-
-class Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # model backend
-    backend: Literal["openai", "hf"] = "openai"
-    backend_urls: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:8000/v1"])
-    """Base URLs of OpenAI-compatible model servers (several vLLM replicas are balanced)."""
-    backend_api_key: str | None = None
-    backend_timeout_s: float = Field(600.0, gt=0)
-    model: str | None = None
-    """The model the backend serves (``openai``) or the checkpoint folder to load (``hf``)."""
-    served_model_name: str | None = None
-    """The id clients send as ``model`` and ``/v1/models`` lists; defaults to ``model``."""
-    device: str = "auto"
-    """``hf`` only: cpu, cuda, cuda:N or auto."""
-    # search and protocol
-    index: Path | None = None
-    """Local search corpus folder (``docs.jsonl`` + images): the search tools when no provider is named."""
-    index_path: Path | None = None
-    """The local index file; default ``<index>/.mmsr-index.sqlite`` (set it for a read-only corpus)."""
-    index_min_score: float = Field(DEFAULT_MIN_RELATIVE_SCORE, ge=0.0, le=1.0)
-    """Local text search: hits scoring under this share of the best hit's BM25 score are dropped."""
-    search_cache: Path | Literal["off"] | None = None
-    """SQLite file caching every search (may sit on storage shared by several gateways). Unset: the
-    web providers use ``~/.cache/mmsr/search-cache.sqlite``; ``off``: no cache at all."""
-    search_cache_mode: Literal["readwrite", "replay", "refresh"] = "readwrite"
-    prompt_pack: Path | None = None
-    max_turns: int = Field(_LIMITS.max_turns, ge=1)
-    max_image_searches: int = Field(_LIMITS.max_image_searches, ge=0)
-    max_text_searches: int = Field(_LIMITS.max_text_searches, ge=0)
-    top_k: int = Field(_LIMITS.top_k, ge=1)
-    max_tokens: int = Field(_LIMITS.max_new_tokens, ge=1)
-    """Tokens per model turn (the ceiling of a request's ``max_tokens``)."""
-    max_total_tokens: int = Field(_LIMITS.max_total_tokens, ge=1)
-    search_timeout_s: float = Field(_LIMITS.search_timeout_s, gt=0)
-    # web search (docs/search.md)
-    image_search: list[str] = Field(default_factory=list)
-    """Image search providers in fallback order; default ``local`` when ``index`` is set."""
-    text_search: list[str] = Field(default_factory=list)
-    """Text search providers in fallback order; default ``local`` when ``index`` is set."""
-    page_reader: Literal["local", "jina", "none"] = "local"
-    summarizer_base_url: str | None = None
-    summarizer_model: str | None = None
-    summarizer_api_key: SecretStr | None = None
-    public_base_url: str | None = None
-    """Where the provider can fetch this server's ``/public/images/`` (reverse image search)."""
-    public_image_ttl_s: float = Field(300.0, gt=0)
-    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
-    search_prices: dict[str, float | dict[str, float]] = Field(default_factory=dict)
-    """USD per successful call (a number), or ``{per_call, per_1k_tokens}``, by provider name."""
-    read_timeout_s: float = Field(15.0, gt=0)
-    summarize_timeout_s: float = Field(30.0, gt=0)
-    search_concurrency: int = Field(5, ge=1)
-    """Pages read and summarized at once by one text search."""
+class Settings(AgentConfig):
     # request limits
     max_images: int = Field(4, ge=0)
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1)
-    max_image_pixels: int = Field(_LIMITS.max_image_pixels, ge=1)
     allow_image_urls: bool = True
     """Accept http(s) image URLs (fetched through the safe fetcher) besides data URLs."""
-    fetch_allow: list[str] = Field(default_factory=list)
-    """Hosts the image fetcher may reach even on private or loopback addresses (development)."""
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     max_n: int = Field(4, ge=1)
     max_concurrent_requests: int = Field(64, ge=1)
@@ -130,9 +38,9 @@ class Settings(BaseModel):
     api_keys: list[str] = Field(default_factory=list)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
-    @field_validator("backend_urls", "api_keys", "fetch_allow", "image_search", "text_search", mode="before")
+    @field_validator("api_keys", mode="before")
     @classmethod
-    def _split_commas(cls, value: Any) -> Any:
+    def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
@@ -147,45 +55,6 @@ class Settings(BaseModel):
                 "an API key is empty: set real keys, or leave MMSR_API_KEY unset for an open server"
             )
         return value
-
-    @field_validator("image_search", "text_search")
-    @classmethod
-    def _known_providers(cls, value: list[str], info: Any) -> list[str]:
-        known = IMAGE_PROVIDERS if info.field_name == "image_search" else TEXT_PROVIDERS
-        for name in value:
-            if name not in known:
-                raise ValueError(f"unknown provider {name!r}: choose from {', '.join(known)}")
-        return value
-
-    @field_validator("providers")
-    @classmethod
-    def _known_sections(cls, value: dict[str, ProviderSettings]) -> dict[str, ProviderSettings]:
-        unknown = set(value) - set(PROVIDER_SECTIONS)
-        if unknown:
-            raise ValueError(
-                f"unknown provider sections {sorted(unknown)}: use {', '.join(PROVIDER_SECTIONS)}"
-            )
-        return value
-
-    @field_validator("search_prices")
-    @classmethod
-    def _valid_prices(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for price in value.values():
-            Price.parse(price)
-        return value
-
-    @field_validator("search_cache", mode="before")
-    @classmethod
-    def _cache_off(cls, value: Any) -> Any:
-        return "off" if value is not None and str(value).strip().lower() in _CACHE_OFF else value
-
-    @property
-    def model_id(self) -> str:
-        if self.served_model_name:
-            return self.served_model_name
-        if self.model:
-            return Path(self.model).name if self.backend == "hf" else self.model
-        return "mmsr"
 
     @property
     def wants_default_model(self) -> bool:
@@ -220,107 +89,3 @@ class Settings(BaseModel):
         if self.index is None and self.index_path is None and not self.image_search and not self.text_search:
             update["index"] = default_model.demo_world(env, build=build) / "corpus"
         return self.model_copy(update=update)
-
-    def limits(self) -> Limits:
-        return Limits(
-            max_turns=self.max_turns,
-            max_image_searches=self.max_image_searches,
-            max_text_searches=self.max_text_searches,
-            top_k=self.top_k,
-            max_new_tokens=self.max_tokens,
-            max_total_tokens=self.max_total_tokens,
-            max_image_pixels=self.max_image_pixels,
-            search_timeout_s=self.search_timeout_s,
-        )
-
-    def search_config(self) -> SearchConfig:
-        """The search tools these settings describe (see :func:`mmsr_serve.search.factory.build_search`)."""
-        image = tuple(self.image_search or (["local"] if self.index is not None else []))
-        text = tuple(self.text_search or (["local"] if self.index is not None else []))
-        cache: Path | None = None
-        if isinstance(self.search_cache, Path):
-            cache = self.search_cache
-        elif self.search_cache is None and any(is_web(name) for name in (*image, *text)):
-            cache = default_cache_path()
-        providers = {
-            name: ProviderConfig(
-                p.api_key.get_secret_value() if p.api_key else None, p.base_url, dict(p.options)
-            )
-            for name, p in self.providers.items()
-        }
-        key = self.summarizer_api_key
-        return SearchConfig(
-            image=image,
-            text=text,
-            index=self.index,
-            index_path=self.index_path,
-            index_min_score=self.index_min_score,
-            cache=cache,
-            cache_mode=self.search_cache_mode,
-            reader=self.page_reader,
-            summarizer_base_url=self.summarizer_base_url,
-            summarizer_model=self.summarizer_model,
-            summarizer_api_key=key.get_secret_value() if key else None,
-            public_base_url=self.public_base_url,
-            public_image_ttl_s=self.public_image_ttl_s,
-            providers=providers,
-            prices=dict(self.search_prices),
-            fetch_allow=tuple(self.fetch_allow),
-            search_timeout_s=min(20.0, self.search_timeout_s * 0.4),
-            read_timeout_s=self.read_timeout_s,
-            summarize_timeout_s=self.summarize_timeout_s,
-            deadline_s=self.search_timeout_s * 0.85,
-            concurrency=self.search_concurrency,
-        )
-
-    @classmethod
-    def load(
-        cls,
-        config_file: str | os.PathLike[str] | None = None,
-        *,
-        env: Mapping[str, str] | None = None,
-        **overrides: Any,
-    ) -> Settings:
-        """Merge the config file, the environment and ``overrides`` (``None`` values are skipped)."""
-        env = os.environ if env is None else env
-        config_file = config_file or env.get(f"{ENV_PREFIX}CONFIG") or None
-        values: dict[str, Any] = read_config_file(config_file) if config_file else {}
-        for name in cls.model_fields:
-            key = _ENV_NAMES.get(name, ENV_PREFIX + name.upper())
-            if key in env:
-                values[name] = env[key]
-        if isinstance(values.get("search_prices"), str):
-            values["search_prices"] = _json_env("MMSR_SEARCH_PRICES", values["search_prices"])
-        sections = dict(values.get("providers") or {})
-        for section, found in provider_env(env).items():
-            sections[section] = {**(sections.get(section) or {}), **found}
-        if sections:
-            values["providers"] = sections
-        values.update({k: v for k, v in overrides.items() if v is not None and v != []})
-        try:
-            return cls.model_validate(values)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ConfigError(f"invalid setting {where}: {first['msg']}") from exc
-
-
-def _json_env(name: str, text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be JSON: {exc}") from exc
-
-
-def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of setting names to values")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}

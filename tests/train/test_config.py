@@ -56,19 +56,27 @@ def test_bad_configs(tmp_path: Path, text: str, message: str) -> None:
 
 
 async def test_tools_come_from_the_serving_search_layer(tmp_path: Path, corpus: Path) -> None:
+    from mmsr_serve.config import AgentConfig
     from mmsr_serve.errors import CacheMissError
-    from mmsr_train.grpo import build_tools
+    from mmsr_train.rollout import build_tools
 
-    local = build_tools(str(corpus), str(tmp_path / "cache.sqlite"))
+    local = build_tools(AgentConfig(index=corpus, search_cache=tmp_path / "cache.sqlite"))
     hits = await local.text.search_text("glass heron", 3)  # type: ignore[union-attr]
     assert hits.provider == "local"
     # replaying web searches needs no key, and answers only what was recorded
-    web = build_tools(None, str(tmp_path / "web.sqlite"), "replay", image=["serpapi-lens"], text=["serpapi"])
+    web = build_tools(
+        AgentConfig(
+            search_cache=tmp_path / "web.sqlite",
+            search_cache_mode="replay",
+            image_search=["serpapi-lens"],
+            text_search=["serpapi"],
+        )
+    )
     assert web.image is not None and web.text is not None
     with pytest.raises(CacheMissError):
         await web.text.search_text("never recorded", 5)
     with pytest.raises(ConfigError, match="no search tools"):
-        build_tools(None)
+        build_tools(AgentConfig())
 
 
 def test_importing_the_package_and_cli_loads_no_heavy_library() -> None:

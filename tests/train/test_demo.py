@@ -57,11 +57,11 @@ def test_gold_turns_follow_the_protocol(world: Path) -> None:
 
 def test_examples_are_the_serving_loop_with_loss_on_model_turns_only(world: Path, tiny: Path) -> None:
     from mmsr_serve.backends.hf import load_processor
-    from mmsr_train.grpo import build_tools
-    from mmsr_train.rollout import TRAINING_LIMITS, RolloutEnv
+    from mmsr_serve.config import AgentConfig
+    from mmsr_train.rollout import TRAINING_LIMITS, RolloutEnv, build_tools
 
     processor = load_processor(str(tiny))
-    env = RolloutEnv(build_tools(str(world / "corpus"), None, "readwrite"), TRAINING_LIMITS, DEMO_PACK)
+    env = RolloutEnv(build_tools(AgentConfig(index=world / "corpus")), TRAINING_LIMITS, DEMO_PACK)
     question = next(q for q in read_questions(world / "questions" / "stream.jsonl"))
     example = encode_example(question, processor, env)
     tokenizer = processor.tokenizer
@@ -77,11 +77,11 @@ def test_examples_are_the_serving_loop_with_loss_on_model_turns_only(world: Path
 
 def test_first_turn_keeps_the_prompt_its_image_and_the_decision(world: Path, tiny: Path) -> None:
     from mmsr_serve.backends.hf import load_processor
-    from mmsr_train.grpo import build_tools
-    from mmsr_train.rollout import TRAINING_LIMITS, RolloutEnv
+    from mmsr_serve.config import AgentConfig
+    from mmsr_train.rollout import TRAINING_LIMITS, RolloutEnv, build_tools
 
     processor = load_processor(str(tiny))
-    env = RolloutEnv(build_tools(str(world / "corpus"), None, "readwrite"), TRAINING_LIMITS, DEMO_PACK)
+    env = RolloutEnv(build_tools(AgentConfig(index=world / "corpus")), TRAINING_LIMITS, DEMO_PACK)
     tokenizer = processor.tokenizer
     image_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
     question = next(q for q in read_questions(world / "questions" / "stream.jsonl"))
@@ -104,11 +104,11 @@ def test_first_turn_keeps_the_prompt_its_image_and_the_decision(world: Path, tin
 
 def test_always_mode_examples_start_after_the_loops_image_search(world: Path, tiny: Path) -> None:
     from mmsr_serve.backends.hf import load_processor
-    from mmsr_train.grpo import build_tools
-    from mmsr_train.rollout import TRAINING_LIMITS, RolloutEnv
+    from mmsr_serve.config import AgentConfig
+    from mmsr_train.rollout import TRAINING_LIMITS, RolloutEnv, build_tools
 
     processor = load_processor(str(tiny))
-    env = RolloutEnv(build_tools(str(world / "corpus"), None, "readwrite"), TRAINING_LIMITS, DEMO_PACK)
+    env = RolloutEnv(build_tools(AgentConfig(index=world / "corpus")), TRAINING_LIMITS, DEMO_PACK)
     question = next(q for q in read_questions(world / "questions" / "train.jsonl") if q.known)
     assert gold_turns(question, "always")[0].startswith("<reason>seen</reason><text_search>")
     example = encode_example(question, processor, env, "always")

@@ -37,14 +37,14 @@ def train_file(tmp_path_factory: pytest.TempPathFactory, question_image: Image.I
 def test_one_grpo_step_with_search_rollouts(
     tiny: Path, corpus: Path, train_file: Path, scripted_turns: list[str], tmp_path: Path
 ) -> None:
-    config = GRPORunConfig(
+    config = GRPORunConfig.load(
         model=str(tiny),
         train_data=str(train_file),
         output_dir=str(tmp_path / "out"),
-        corpus=str(corpus),
+        index=str(corpus),
         num_generations=2,
         max_steps=1,
-        max_new_tokens=96,
+        max_tokens=96,
         warmup_ratio=0.0,
         max_total_tokens=1500,
         learning_rate=1e-3,

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from mmsr_serve.agent.loop import Tools
+from mmsr_serve.config import AgentConfig
 from mmsr_serve.search.local import LocalIndex
 from mmsr_train.data import DataError
 from mmsr_train.rollout import RolloutEnv
@@ -80,7 +81,7 @@ def test_sft_trains_and_saves_a_servable_checkpoint(
             model=str(tiny),
             data=str(trajectories),
             output_dir=str(out),
-            corpus=str(corpus),
+            agent=AgentConfig(index=corpus),
             max_steps=1,
             batch_size=2,
             device="cpu",
