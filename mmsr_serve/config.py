@@ -50,14 +50,13 @@ from mmsr_serve.agent.prompts import checkpoint_pack
 from mmsr_serve.errors import ConfigError
 from mmsr_serve.search.config import (
     DEFAULT_MIN_RELATIVE_SCORE,
-    IMAGE_PROVIDERS,
-    PROVIDER_SECTIONS,
-    TEXT_PROVIDERS,
     ProviderConfig,
     SearchConfig,
+    choices,
     default_cache_path,
     is_web,
     provider_env,
+    sections,
 )
 from mmsr_serve.search.costs import Meter, Price
 
@@ -147,7 +146,8 @@ class AgentConfig(BaseModel):
     """Image search providers in fallback order; default ``local`` when ``index`` is set."""
     text_search: list[str] = Field(default_factory=list)
     """Text search providers in fallback order; default ``local`` when ``index`` is set."""
-    page_reader: Literal["local", "jina", "none"] = "local"
+    page_reader: str = "local"
+    """How web pages are read: ``local``, a registered reader (``jina``), or ``none``."""
     summarizer_base_url: str | None = None
     summarizer_model: str | None = None
     summarizer_api_key: SecretStr | None = None
@@ -179,20 +179,25 @@ class AgentConfig(BaseModel):
     @field_validator("image_search", "text_search")
     @classmethod
     def _known_providers(cls, value: list[str], info: Any) -> list[str]:
-        known = IMAGE_PROVIDERS if info.field_name == "image_search" else TEXT_PROVIDERS
+        known = choices("image" if info.field_name == "image_search" else "text")
         for name in value:
             if name not in known:
                 raise ValueError(f"unknown provider {name!r}: choose from {', '.join(known)}")
         return value
 
+    @field_validator("page_reader")
+    @classmethod
+    def _known_reader(cls, value: str) -> str:
+        if value not in choices("reader"):
+            raise ValueError(f"unknown page reader {value!r}: choose from {', '.join(choices('reader'))}")
+        return value
+
     @field_validator("providers")
     @classmethod
     def _known_sections(cls, value: dict[str, ProviderSettings]) -> dict[str, ProviderSettings]:
-        unknown = set(value) - set(PROVIDER_SECTIONS)
+        unknown = set(value) - set(sections())
         if unknown:
-            raise ValueError(
-                f"unknown provider sections {sorted(unknown)}: use {', '.join(PROVIDER_SECTIONS)}"
-            )
+            raise ValueError(f"unknown provider sections {sorted(unknown)}: use {', '.join(sections())}")
         return value
 
     @field_validator("search_prices")

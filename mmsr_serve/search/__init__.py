@@ -23,10 +23,12 @@ if TYPE_CHECKING:
     from mmsr_serve.search.duckduckgo import DuckDuckGoSearch
     from mmsr_serve.search.factory import SearchTools, build_search
     from mmsr_serve.search.fallback import FallbackImageSearch, FallbackTextSearch
+    from mmsr_serve.search.http_provider import HttpProvider
     from mmsr_serve.search.local import LocalIndex, build_index
     from mmsr_serve.search.pipeline import TextPipeline
     from mmsr_serve.search.publish import ImagePublisher
     from mmsr_serve.search.reader import JinaReader, LocalReader
+    from mmsr_serve.search.registry import PROVIDERS, Provider
     from mmsr_serve.search.searxng import SearxngSearch
     from mmsr_serve.search.serpapi import SerpApiGoogle, SerpApiLens
     from mmsr_serve.search.summarize import ExtractiveSummarizer, LLMSummarizer
@@ -40,6 +42,9 @@ _LAZY = {
     "ExtractiveSummarizer": "summarize",
     "FallbackImageSearch": "fallback",
     "FallbackTextSearch": "fallback",
+    "HttpProvider": "http_provider",
+    "PROVIDERS": "registry",
+    "Provider": "registry",
     "ImagePublisher": "publish",
     "JinaReader": "reader",
     "LLMSummarizer": "summarize",
@@ -57,12 +62,14 @@ _LAZY = {
 }
 
 __all__ = [
+    "PROVIDERS",
     "BraveSearch",
     "DuckDuckGoSearch",
     "ExtractiveSummarizer",
     "FallbackImageSearch",
     "FallbackTextSearch",
     "Hit",
+    "HttpProvider",
     "ImageHit",
     "ImagePublisher",
     "ImageSearchTool",
@@ -71,6 +78,7 @@ __all__ = [
     "LocalIndex",
     "LocalReader",
     "Meter",
+    "Provider",
     "SearchConfig",
     "SearchResults",
     "SearchTools",

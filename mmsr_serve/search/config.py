@@ -1,7 +1,8 @@
 """Search configuration: which providers, their keys and base URLs, the pipeline's limits.
 
 Provider sections, each with an ``api_key``, a ``base_url`` and ``options``, come from the config
-file's ``providers:`` mapping and from environment variables named after the provider, which win:
+file's ``providers:`` mapping and from environment variables named after the provider, which win
+(the providers and their sections are those of :mod:`mmsr_serve.search.registry`):
 
 =============  ======================  ======================  ==========================================
 section        key                     base URL                used by
@@ -27,32 +28,40 @@ from typing import Any, Literal
 
 from mmsr_serve.search._http import RetryPolicy
 from mmsr_serve.search._text_index import DEFAULT_MIN_RELATIVE_SCORE
+from mmsr_serve.search.registry import PROVIDERS, Role, names_of, sections
 
 __all__ = [
     "DEFAULT_MIN_RELATIVE_SCORE",
-    "IMAGE_PROVIDERS",
-    "PROVIDER_SECTIONS",
-    "READERS",
-    "TEXT_PROVIDERS",
     "ProviderConfig",
     "SearchConfig",
+    "choices",
     "default_cache_path",
     "provider_env",
+    "section_of",
+    "sections",
 ]
 
-IMAGE_PROVIDERS = ("serpapi-lens", "local")
-TEXT_PROVIDERS = ("serpapi", "brave", "tavily", "searxng", "duckduckgo", "local")
-READERS = ("local", "jina", "none")
-PROVIDER_SECTIONS = ("serpapi", "brave", "tavily", "searxng", "jina", "duckduckgo")
-SECTION_OF = {"serpapi-lens": "serpapi"}
-"""Providers that share another's section (same key, same base URL)."""
+
+def choices(role: Role) -> tuple[str, ...]:
+    """The names a configuration may give for a role: the registered providers and the built-ins
+    (``local``: the embedded index, or for pages the local reader; ``none``: no page reading)."""
+    if role == "reader":
+        return ("local", *names_of("reader"), "none")
+    return (*names_of(role), "local")
+
+
+def section_of(name: str) -> str:
+    """The config section of a provider (``serpapi`` for ``serpapi-lens``: same key, same base URL)."""
+    return PROVIDERS[name].config_section if name in PROVIDERS else name
+
+
 _ENV_FIELDS = {"api_key": "_API_KEY", "base_url": "_BASE_URL"}
 
 
 def provider_env(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
     """The provider sections set by environment variables (``SERPAPI_API_KEY`` ...)."""
     found: dict[str, dict[str, str]] = {}
-    for section in PROVIDER_SECTIONS:
+    for section in sections():
         for attr, suffix in _ENV_FIELDS.items():
             value = env.get(section.upper() + suffix, "").strip()
             if value:
@@ -116,7 +125,7 @@ class SearchConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def provider(self, name: str) -> ProviderConfig:
-        return self.providers.get(SECTION_OF.get(name, name)) or ProviderConfig()
+        return self.providers.get(section_of(name)) or ProviderConfig()
 
     @property
     def web_providers(self) -> list[str]:

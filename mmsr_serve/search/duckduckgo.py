@@ -11,7 +11,7 @@ empty result here. Its rate-limit and timeout errors are retried like any provid
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from mmsr_serve.errors import ConfigError
@@ -55,7 +55,15 @@ class DuckDuckGoSearch:
         timeout_s: float = 10.0,
         retry: RetryPolicy | None = None,
         client_factory: Callable[[], _TextSearcher] | None = None,
+        options: Mapping[str, Any] | None = None,
+        base_url: str | None = None,
     ) -> None:
+        """``options`` (the registry's uniform argument) may set ``backend``, ``region``,
+        ``safesearch`` and ``timeout_s``; ``base_url`` is ignored (ddgs knows its endpoints)."""
+        options = dict(options or {})
+        backend, region = str(options.get("backend", backend)), str(options.get("region", region))
+        safesearch = str(options.get("safesearch", safesearch))
+        timeout_s = float(options.get("timeout_s", timeout_s))
         self.backend, self.region, self.safesearch = backend, region, safesearch
         self.timeout_s = timeout_s
         self.meter = meter or Meter()

@@ -28,20 +28,18 @@ from urllib.parse import urlsplit
 from mmsr_serve.errors import ConfigError
 from mmsr_serve.search.base import ImageSearchTool, TextSearchTool
 from mmsr_serve.search.cache import SearchCache, cached
-from mmsr_serve.search.config import IMAGE_PROVIDERS, READERS, TEXT_PROVIDERS, SearchConfig
+from mmsr_serve.search.config import SearchConfig, choices
 from mmsr_serve.search.costs import Meter
 from mmsr_serve.search.fallback import FallbackImageSearch, FallbackTextSearch
 from mmsr_serve.search.fetch import is_public_address
 from mmsr_serve.search.local import LocalIndex
 from mmsr_serve.search.publish import ImagePublisher
-from mmsr_serve.search.reader import JinaReader, LocalReader, PageReader
+from mmsr_serve.search.reader import LocalReader, PageReader
+from mmsr_serve.search.registry import PROVIDERS, Provider
 from mmsr_serve.search.summarize import ExtractiveSummarizer, LLMSummarizer, Summarizer
 from mmsr_serve.search.thumbnails import thumbnail_fetcher
 
 __all__ = ["SearchTools", "build_search"]
-
-_KEY_ENV = {"serpapi": "SERPAPI_API_KEY", "brave": "BRAVE_API_KEY", "tavily": "TAVILY_API_KEY"}
-_PAID = ("serpapi", "serpapi-lens", "brave", "tavily")
 
 
 @dataclass
@@ -86,10 +84,10 @@ class _Builder:
 
     def build(self) -> SearchTools:
         for name in self.cfg.image:
-            _check(name, IMAGE_PROVIDERS, "image")
+            _check(name, choices("image"), "image")
         for name in self.cfg.text:
-            _check(name, TEXT_PROVIDERS, "text")
-        _check(self.cfg.reader, READERS, "page reader")
+            _check(name, choices("text"), "text")
+        _check(self.cfg.reader, choices("reader"), "page reader")
         images = [self._image_tool(name) for name in self.cfg.image]
         texts = [self._text_tool(name) for name in self.cfg.text]
         image = images[0] if len(images) == 1 else FallbackImageSearch(images) if images else None
@@ -115,76 +113,45 @@ class _Builder:
             self.closing.append(self.local)
         return self.local
 
-    def _key(self, name: str) -> str | None:
-        key = self.cfg.provider(name).api_key
-        if not key and self.cfg.cache_mode != "replay":
-            section = "serpapi" if name == "serpapi-lens" else name
+    def _key(self, spec: Provider) -> str | None:
+        key = self.cfg.provider(spec.name).api_key
+        if spec.key != "required" or key:
+            return key
+        if self.cfg.cache_mode != "replay":
             raise ConfigError(
-                f"the {name} search provider needs an API key: set {_KEY_ENV[section]}"
-                f" (or providers.{section}.api_key in the config file)"
+                f"the {spec.name} search provider needs an API key: set {spec.key_env}"
+                f" (or providers.{spec.config_section}.api_key in the config file)"
             )
-        if not key:
-            self.warnings.append(f"{name}: no API key; only searches recorded in the cache can be answered")
-        return key
+        self.warnings.append(f"{spec.name}: no API key; only searches recorded in the cache can be answered")
+        return None
 
-    def _kwargs(self, name: str) -> dict[str, Any]:
-        return {"base_url": self.cfg.provider(name).base_url, "meter": self.meter, "retry": self.cfg.retry}
+    def _provider(self, name: str, **extra: Any) -> Any:
+        """A registered web provider (:mod:`~mmsr_serve.search.registry`), built the one way all are."""
+        spec = PROVIDERS[name]
+        section = self.cfg.provider(name)
+        if spec.base_url_required and not section.base_url:
+            raise ConfigError(f"the {name} search provider needs its instance's URL: set {spec.base_url_env}")
+        if spec.options is not None and (unknown := set(section.options) - spec.options):
+            raise ConfigError(f"unknown {name} options {sorted(unknown)}: choose from {sorted(spec.options)}")
+        kwargs: dict[str, Any] = {"base_url": section.base_url, "options": section.options}
+        if spec.key != "none":
+            kwargs["api_key"] = self._key(spec)
+        tool = spec.load()(meter=self.meter, retry=self.cfg.retry, **kwargs, **extra)
+        self.closing.append(tool)
+        return tool
 
     def _image_tool(self, name: str) -> Any:
         if name == "local":
             return self._wrap(self._local_index())
-        from mmsr_serve.search.serpapi import SerpApiLens
-
-        lens = SerpApiLens(
-            self._key(name),
-            publisher=self.publisher,
-            fetcher=thumbnail_fetcher(self.cfg.fetch_allow),
-            params=self.cfg.provider(name).options,
-            **self._kwargs(name),
-        )
-        self.closing.append(lens)
-        return self._wrap(lens)
-
-    def _web_text(self, name: str) -> Any:
-        options = self.cfg.provider(name).options
-        tool: Any
-        if name == "serpapi":
-            from mmsr_serve.search.serpapi import SerpApiGoogle
-
-            tool = SerpApiGoogle(self._key(name), params=options, **self._kwargs(name))
-        elif name == "brave":
-            from mmsr_serve.search.brave import BraveSearch
-
-            tool = BraveSearch(self._key(name), params=options, **self._kwargs(name))
-        elif name == "tavily":
-            from mmsr_serve.search.tavily import TavilySearch
-
-            tool = TavilySearch(self._key(name), options=options, **self._kwargs(name))
-        elif name == "searxng":
-            from mmsr_serve.search.searxng import SearxngSearch
-
-            base_url = self.cfg.provider(name).base_url
-            if not base_url:
-                raise ConfigError(
-                    "the searxng search provider needs its instance's URL: set SEARXNG_BASE_URL"
-                )
-            tool = SearxngSearch(base_url, params=options, meter=self.meter, retry=self.cfg.retry)
-        else:
-            from mmsr_serve.search.duckduckgo import DuckDuckGoSearch
-
-            unknown = set(options) - {"backend", "region", "safesearch", "timeout_s"}
-            if unknown:
-                raise ConfigError(f"unknown duckduckgo options {sorted(unknown)}")
-            tool = DuckDuckGoSearch(meter=self.meter, retry=self.cfg.retry, **dict(options))
-        self.closing.append(tool)
-        return tool
+        fetcher = thumbnail_fetcher(self.cfg.fetch_allow)
+        return self._wrap(self._provider(name, publisher=self.publisher, fetcher=fetcher))
 
     def _text_tool(self, name: str) -> Any:
         if name == "local":
             return self._wrap(self._local_index())
         from mmsr_serve.search.pipeline import TextPipeline
 
-        search = self._wrap(self._web_text(name))
+        search = self._wrap(self._provider(name))
         if self.cfg.reader == "none":
             return search
         cfg = self.cfg
@@ -202,10 +169,8 @@ class _Builder:
 
     def _page_reader(self) -> PageReader:
         if self._reader is None:
-            if self.cfg.reader == "jina":
-                section = self.cfg.provider("jina")
-                self._reader = JinaReader(section.api_key, **self._kwargs("jina"))
-                self.closing.append(self._reader)
+            if self.cfg.reader != "local":
+                self._reader = self._provider(self.cfg.reader)
             else:
                 self._reader = LocalReader(allow=self.cfg.fetch_allow, timeout_s=self.cfg.read_timeout_s)
         return self._reader
@@ -255,7 +220,7 @@ def startup_warnings(config: SearchConfig, *, summarizer: Summarizer | None = No
             "no summarizer model (--summarizer-base-url, --summarizer-model): web pages are"
             " summarized by extracting their best passages (BM25)"
         )
-    unpriced = [name for name in config.web_providers if name in _PAID and name not in config.prices]
+    unpriced = [name for name in config.web_providers if PROVIDERS[name].paid and name not in config.prices]
     if config.prices and unpriced:
         out.append(f"no price for {', '.join(unpriced)}: cost estimates count their calls as $0")
     return out

@@ -21,13 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-import httpx
-
 from mmsr_serve.errors import ConfigError
-from mmsr_serve.search._http import ApiClient, ProviderResponseError, RetryPolicy
+from mmsr_serve.search._http import ProviderResponseError
 from mmsr_serve.search._secret import Secret
-from mmsr_serve.search.costs import Meter
 from mmsr_serve.search.fetch import FetchError, SafeFetcher
+from mmsr_serve.search.http_provider import HttpProvider
 
 __all__ = ["PAGE_TYPES", "JinaReader", "LocalReader", "Page", "PageReader", "extract_main_text"]
 
@@ -110,45 +108,28 @@ def _tokens(answer: Any) -> int:
         return 0
 
 
-class JinaReader:
+class JinaReader(HttpProvider):
     name = "jina"
+    default_base_url = JINA_BASE_URL
+    key_env = "JINA_API_KEY"
+    default_timeout_s = 30.0
 
     def __init__(
-        self,
-        api_key: str | Secret | None = None,
-        *,
-        base_url: str | None = None,
-        meter: Meter | None = None,
-        timeout_s: float = 30.0,
-        retry: RetryPolicy | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        max_chars: int = DEFAULT_MAX_CHARS,
+        self, api_key: str | Secret | None = None, *, max_chars: int = DEFAULT_MAX_CHARS, **kwargs: Any
     ) -> None:
-        self._key = api_key if isinstance(api_key, Secret) else Secret(api_key or "")
+        super().__init__(api_key, **kwargs)
         self.max_chars = max_chars
-        self._api = ApiClient(
-            self.name, base_url or JINA_BASE_URL, meter=meter, timeout_s=timeout_s, retry=retry,
-            transport=transport,
-        )  # fmt: skip
-
-    def __repr__(self) -> str:
-        return f"JinaReader(base_url={self._api.base_url!r})"
 
     async def read(self, url: str) -> Page:
         if not url.startswith(("http://", "https://")):
             raise FetchError(f"only http and https pages can be read, not {url[:50]!r}", url=url)
         headers = {"Accept": "application/json", "X-Return-Format": "markdown"}
-        if self._key:
-            headers["Authorization"] = f"Bearer {self._key.reveal()}"
-        answer = await self._api.request(
-            "POST", "/", json_body={"url": url}, headers=headers, tokens_of=_tokens
-        )
+        if self.has_key:
+            headers["Authorization"] = f"Bearer {self.require_key()}"
+        answer = await self.request("POST", "/", json_body={"url": url}, headers=headers, tokens_of=_tokens)
         data = answer.get("data") if isinstance(answer, dict) else None
         content = data.get("content") if isinstance(data, dict) else None
         if not isinstance(data, dict) or not isinstance(content, str) or not content.strip():
             raise ProviderResponseError(self.name, f"no content for {url[:100]}")
         title = str(data.get("title") or "")
         return Page(str(data.get("url") or url), title.strip(), content.strip()[: self.max_chars])
-
-    async def aclose(self) -> None:
-        await self._api.aclose()

@@ -13,23 +13,20 @@ and why httpx's request log lines are redacted).
   ``link``, ``snippet``.
 
 "Google hasn't returned any results" answers (HTTP 200 with an ``error`` field) are empty results,
-not failures. ``params`` adds fixed query parameters (``hl``, ``gl``, ``country``, ``location``).
+not failures. ``options`` adds fixed query parameters (``hl``, ``gl``, ``country``, ``location``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
-
-import httpx
 
 from mmsr_serve.errors import SearchError
 from mmsr_serve.images import InputImage
-from mmsr_serve.search._http import ApiClient, ProviderError, ProviderResponseError, RetryPolicy
+from mmsr_serve.search._http import ProviderError, ProviderResponseError
 from mmsr_serve.search._secret import Secret
 from mmsr_serve.search.base import ImageHit, SearchResults, TextHit
-from mmsr_serve.search.costs import Meter
 from mmsr_serve.search.fetch import SafeFetcher
+from mmsr_serve.search.http_provider import HttpProvider
 from mmsr_serve.search.publish import ImagePublisher
 from mmsr_serve.search.thumbnails import fetch_thumbnails, thumbnail_fetcher
 
@@ -40,40 +37,16 @@ KEY_ENV = "SERPAPI_API_KEY"
 _NO_RESULTS = "hasn't returned any results"
 
 
-class _SerpApi:
+class _SerpApi(HttpProvider):
     name = "serpapi"
-
-    def __init__(
-        self,
-        api_key: str | Secret | None,
-        *,
-        base_url: str | None = None,
-        params: Mapping[str, str] | None = None,
-        meter: Meter | None = None,
-        timeout_s: float = 30.0,
-        retry: RetryPolicy | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self._key = api_key if isinstance(api_key, Secret) else Secret(api_key or "")
-        self._params = dict(params or {})
-        self._api = ApiClient(
-            self.name,
-            base_url or DEFAULT_BASE_URL,
-            meter=meter,
-            timeout_s=timeout_s,
-            retry=retry,
-            transport=transport,
-        )
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(base_url={self._api.base_url!r})"
+    default_base_url = DEFAULT_BASE_URL
+    key_env = KEY_ENV
+    default_timeout_s = 30.0
 
     async def _search(self, params: dict[str, Any]) -> dict[str, Any] | None:
         """The answer's JSON, or ``None`` when Google found nothing."""
-        if not self._key:
-            raise SearchError(f"{self.name}: no API key configured (set {KEY_ENV})")
-        query = {**self._params, **params, "output": "json", "api_key": self._key.reveal()}
-        data = await self._api.request("GET", "/search.json", params=query)
+        query = {**self.options, **params, "output": "json", "api_key": self.require_key()}
+        data = await self.request("GET", "/search.json", params=query)
         if not isinstance(data, dict):
             raise ProviderResponseError(self.name, "the answer is not a JSON object")
         error = data.get("error")
@@ -82,9 +55,6 @@ class _SerpApi:
                 return None
             raise ProviderError(self.name, error)
         return data
-
-    async def aclose(self) -> None:
-        await self._api.aclose()
 
 
 def _items(data: dict[str, Any] | None, field: str) -> list[dict[str, Any]]:
@@ -114,7 +84,7 @@ class SerpApiLens(_SerpApi):
 
     def __init__(
         self,
-        api_key: str | Secret | None,
+        api_key: str | Secret | None = None,
         *,
         publisher: ImagePublisher | None = None,
         fetcher: SafeFetcher | None = None,
