@@ -12,7 +12,8 @@ import hmac
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mmsr_serve.api.errors import Unauthorized, error_response
+from mmsr_serve.api.errors import error_response
+from mmsr_serve.errors import Unauthorized
 from mmsr_serve.search.publish import PUBLIC_IMAGE_PATH
 
 OPEN_PATHS = frozenset({"/health", "/metrics"})

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mmsr_serve.api.errors import PayloadTooLarge, error_response
+from mmsr_serve.api.errors import error_response
+from mmsr_serve.errors import PayloadTooLarge
 
 
 class BodyLimitMiddleware:

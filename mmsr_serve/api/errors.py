@@ -26,44 +26,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mmsr_serve.errors import BackendError, BackendTimeout, ImageError, InvalidInputError, MMSRError
+from mmsr_serve.errors import (
+    APIError,
+    BackendError,
+    BackendTimeout,
+    ImageError,
+    InvalidInputError,
+    MMSRError,
+)
 
 logger = logging.getLogger("mmsr.api")
-
-
-class APIError(MMSRError):
-    status = 500
-    type = "server_error"
-    code: str | None = None
-
-    def __init__(self, message: str, *, param: str | None = None, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.param = param
-        self.headers = headers or {}
-
-
-class Unauthorized(APIError):
-    status, type, code = 401, "invalid_request_error", "invalid_api_key"
-
-
-class NotFound(APIError):
-    status, type, code = 404, "invalid_request_error", "model_not_found"
-
-
-class PayloadTooLarge(APIError):
-    status, type, code = 413, "invalid_request_error", "request_too_large"
-
-
-class TooManyRequests(APIError):
-    status, type, code = 429, "rate_limit_error", "rate_limit_exceeded"
-
-
-class Unavailable(APIError):
-    status, type, code = 503, "service_unavailable", "not_ready"
-
-
-class RequestTimeout(APIError):
-    status, type, code = 504, "timeout_error", "request_timeout"
 
 
 def status_of(exc: BaseException) -> tuple[int, str, str | None]:

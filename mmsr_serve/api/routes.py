@@ -17,7 +17,6 @@ from starlette.background import BackgroundTask
 from mmsr_serve.agent.agent import SearchAgent
 from mmsr_serve.agent.events import AgentResult
 from mmsr_serve.api import convert, render
-from mmsr_serve.api.errors import NotFound, TooManyRequests, Unavailable
 from mmsr_serve.api.metrics import CONTENT_TYPE, Metrics
 from mmsr_serve.api.runs import Slots, cancel_on_disconnect, collect, merged, prefetch, replay
 from mmsr_serve.api.schemas import (
@@ -30,7 +29,7 @@ from mmsr_serve.api.schemas import (
 )
 from mmsr_serve.api.settings import Settings
 from mmsr_serve.api.streaming import StreamContext, sse_events
-from mmsr_serve.errors import BackendError, MMSRError
+from mmsr_serve.errors import BackendError, MMSRError, NotFound, TooManyRequests, Unavailable
 from mmsr_serve.images import Fetch
 from mmsr_serve.search.costs import CostLedger, current_ledger
 

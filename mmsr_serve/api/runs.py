@@ -17,17 +17,11 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 
 from mmsr_serve.agent.events import Event, Finished, TurnStarted
-from mmsr_serve.api.errors import APIError, RequestTimeout
+from mmsr_serve.errors import ClientDisconnected, RequestTimeout
 
 T = TypeVar("T")
 Indexed = tuple[int, Event]
 Events = AsyncGenerator[Indexed, None]
-
-
-class ClientDisconnected(APIError):
-    """The client went away before the response was ready (logged and counted as 499)."""
-
-    status, type, code = 499, "client_disconnected", "client_disconnected"
 
 
 class Slots:

@@ -29,8 +29,13 @@ import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
-from mmsr_serve.errors import SearchError
-from mmsr_serve.search._secret import redact
+from mmsr_serve.errors import (
+    ProviderAuthError,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderResponseError,
+    ProviderUnavailable,
+)
 from mmsr_serve.search.costs import Meter
 
 __all__ = [
@@ -48,44 +53,6 @@ T = TypeVar("T")
 log = logging.getLogger("mmsr.search")
 DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 _DETAIL_CHARS = 200
-
-
-class ProviderError(SearchError):
-    outcome = "client_error"
-    retryable = False
-
-    def __init__(self, provider: str, message: str, *, status: int | None = None) -> None:
-        super().__init__(redact(f"{provider}: {message}"))
-        self.provider = provider
-        self.status = status
-
-
-class ProviderAuthError(ProviderError):
-    outcome = "auth_error"
-
-
-class ProviderRateLimited(ProviderError):
-    outcome = "rate_limited"
-    retryable = True
-
-    def __init__(self, provider: str, message: str, *, retry_after_s: float | None = None) -> None:
-        super().__init__(provider, message, status=429)
-        self.retry_after_s = retry_after_s
-
-
-class ProviderUnavailable(ProviderError):
-    outcome = "server_error"  # or timeout, connection_error
-    retryable = True
-
-    def __init__(
-        self, provider: str, message: str, *, outcome: str = "server_error", status: int | None = None
-    ) -> None:
-        super().__init__(provider, message, status=status)
-        self.outcome = outcome
-
-
-class ProviderResponseError(ProviderError):
-    outcome = "bad_response"
 
 
 @dataclass(frozen=True)

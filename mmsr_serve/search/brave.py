@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import re
 
-from mmsr_serve.search._http import ProviderResponseError
+from mmsr_serve.errors import ProviderResponseError
 from mmsr_serve.search.base import SearchResults, TextHit
 from mmsr_serve.search.http_provider import HttpProvider
 

@@ -14,14 +14,8 @@ import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from mmsr_serve.errors import ConfigError
-from mmsr_serve.search._http import (
-    ProviderError,
-    ProviderRateLimited,
-    ProviderUnavailable,
-    RetryPolicy,
-    with_retries,
-)
+from mmsr_serve.errors import ConfigError, ProviderError, ProviderRateLimited, ProviderUnavailable
+from mmsr_serve.search._http import RetryPolicy, with_retries
 from mmsr_serve.search.base import SearchResults, TextHit
 from mmsr_serve.search.costs import Meter
 

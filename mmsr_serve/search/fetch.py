@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from mmsr_serve.errors import ImageError, SearchError
+from mmsr_serve.errors import FetchError, ImageError
 
 __all__ = ["FetchError", "Fetched", "SafeFetcher", "is_public_address"]
 
@@ -44,15 +44,6 @@ DEFAULT_TIMEOUT_S = 20.0
 USER_AGENT = "mmsr-fetch/0.1"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-
-
-class FetchError(SearchError):
-    """A URL could not be fetched: refused, unreachable, too slow, too large, or the wrong type."""
-
-    def __init__(self, message: str, *, url: str | None = None, status: int | None = None) -> None:
-        super().__init__(message)
-        self.url = url
-        self.status = status
 
 
 _DECODABLE = frozenset({"gzip", "x-gzip", "deflate"})

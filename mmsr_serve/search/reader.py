@@ -21,8 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from mmsr_serve.errors import ConfigError
-from mmsr_serve.search._http import ProviderResponseError
+from mmsr_serve.errors import ConfigError, ProviderResponseError
 from mmsr_serve.search._secret import Secret
 from mmsr_serve.search.fetch import FetchError, SafeFetcher
 from mmsr_serve.search.http_provider import HttpProvider

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from mmsr_serve.search._http import ProviderResponseError
+from mmsr_serve.errors import ProviderResponseError
 from mmsr_serve.search.base import SearchResults, TextHit
 from mmsr_serve.search.brave import plain_text
 from mmsr_serve.search.http_provider import HttpProvider

@@ -20,9 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mmsr_serve.errors import SearchError
+from mmsr_serve.errors import ProviderError, ProviderResponseError, SearchError
 from mmsr_serve.images import InputImage
-from mmsr_serve.search._http import ProviderError, ProviderResponseError
 from mmsr_serve.search._secret import Secret
 from mmsr_serve.search.base import ImageHit, SearchResults, TextHit
 from mmsr_serve.search.fetch import SafeFetcher

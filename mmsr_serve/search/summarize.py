@@ -17,15 +17,14 @@ import re
 from collections import Counter
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from mmsr_serve.search._http import (
+from mmsr_serve.errors import (
     ProviderAuthError,
     ProviderError,
     ProviderRateLimited,
     ProviderResponseError,
     ProviderUnavailable,
-    RetryPolicy,
-    with_retries,
 )
+from mmsr_serve.search._http import RetryPolicy, with_retries
 from mmsr_serve.search._secret import Secret
 from mmsr_serve.search._text_index import _stem, query_words
 from mmsr_serve.search.costs import Meter
