@@ -52,8 +52,8 @@ from pathlib import Path
 from typing import Any
 
 from mmsr_bench.world.questions import Question
-from mmsr_serve.agent.loop import SearchMode
 from mmsr_serve.agent.prompts import PromptPack
+from mmsr_serve.agent.protocol import ANSWER, REASON, TEXT_SEARCH, SearchMode
 
 DEMO_PACK = PromptPack(
     name="mmsr-demo",
@@ -236,9 +236,9 @@ def first_turn(example: Example, image_token_id: int, merge: int = 2) -> Example
     )
 
 
-VALUE_TAGS = (("<text_search>", "</text_search>"), ("<answer>", "</answer>"))
+VALUE_TAGS = (TEXT_SEARCH, ANSWER)
 """The spans whose content is a value (copied from the results, or recalled), not protocol."""
-REASON_TAGS = ("<reason>", "</reason>")
+REASON_TAGS = REASON
 """The span whose first tokens are the search decision (known, unknown) or the step (seen, read)."""
 
 

@@ -18,8 +18,9 @@ from typing import Any, TypeVar
 from mmsr_serve.agent.agent import SearchAgent
 from mmsr_serve.agent.events import AgentResult
 from mmsr_serve.agent.limits import Limits
-from mmsr_serve.agent.loop import Sampling, SearchMode, Tools
+from mmsr_serve.agent.loop import Sampling, Tools
 from mmsr_serve.agent.prompts import PromptPack, default_pack, load_pack
+from mmsr_serve.agent.protocol import SearchMode
 from mmsr_serve.config import AgentConfig
 from mmsr_serve.images import ImageSource
 from mmsr_train.generators import BatchTokenGenerator, RoundBatcher

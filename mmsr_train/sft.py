@@ -24,8 +24,8 @@ from typing import Any
 
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from mmsr_serve.agent.loop import SearchMode
 from mmsr_serve.agent.parser import check_trajectory
+from mmsr_serve.agent.protocol import SearchMode
 from mmsr_serve.config import AgentConfig
 from mmsr_train.checkpoint import save_serving_files
 from mmsr_train.data import DataError, jsonl_rows

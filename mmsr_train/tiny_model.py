@@ -27,20 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from mmsr_bench.world.names import SYLLABLES
+from mmsr_serve.agent.protocol import TAGS
 
-PROTOCOL_TAGS: tuple[str, ...] = (
-    "<reason>",
-    "</reason>",
-    "<answer>",
-    "</answer>",
-    "<search>",
-    "</search>",
-    "<img>",
-    "<text_search>",
-    "</text_search>",
-    "<information>",
-    "</information>",
-)
+PROTOCOL_TAGS: tuple[str, ...] = TAGS
 QWEN_SPECIAL_TOKENS: tuple[str, ...] = (
     "<|endoftext|>",
     "<|im_start|>",

@@ -22,7 +22,7 @@ from tqdm import tqdm  # type: ignore[import-untyped]
 from mmsr_bench.answers import is_correct
 from mmsr_bench.eval.runners import Runner, RunResult
 from mmsr_bench.world.questions import Question
-from mmsr_serve.agent.loop import SearchMode
+from mmsr_serve.agent.protocol import SearchMode
 from mmsr_serve.errors import MMSRError
 
 MODES: tuple[SearchMode, ...] = ("off", "always", "auto")

@@ -20,7 +20,8 @@ from typing import Any, Protocol
 
 from mmsr_bench.world.questions import Question
 from mmsr_serve.agent import SearchAgent, parse_turn
-from mmsr_serve.agent.loop import Sampling, SearchMode
+from mmsr_serve.agent.loop import Sampling
+from mmsr_serve.agent.protocol import SearchMode
 
 
 @dataclass(frozen=True)

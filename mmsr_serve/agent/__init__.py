@@ -1,11 +1,14 @@
-"""The protocol and the loop: prompt packs, the turn parser, limits, events, the agent."""
+"""The protocol and the loop: its tags and shapes (``protocol``), prompt packs, the turn parser,
+limits, events, the agent."""
 
 from mmsr_serve.agent.agent import SearchAgent
 from mmsr_serve.agent.events import (
     AgentFinishReason,
     AgentResult,
+    AnswerDelta,
     Event,
     Finished,
+    ReasoningDelta,
     SearchFinished,
     SearchRecord,
     SearchStarted,
@@ -27,20 +30,24 @@ from mmsr_serve.agent.parser import (
     restore_stop,
 )
 from mmsr_serve.agent.prompts import PromptPack, default_pack, import_release_prompts, load_pack
+from mmsr_serve.agent.protocol import SearchMode
 
 __all__ = [
     "STOP_STRINGS",
     "AgentFinishReason",
     "AgentResult",
+    "AnswerDelta",
     "Event",
     "Finished",
     "FormatCheck",
     "Limits",
     "ParsedTurn",
     "PromptPack",
+    "ReasoningDelta",
     "Sampling",
     "SearchAgent",
     "SearchFinished",
+    "SearchMode",
     "SearchRecord",
     "SearchStarted",
     "TextDelta",

@@ -13,8 +13,9 @@ from typing import Any
 from mmsr_serve.agent import render
 from mmsr_serve.agent.events import AgentResult, Event, Finished
 from mmsr_serve.agent.limits import Limits
-from mmsr_serve.agent.loop import Sampling, SearchMode, Tools, agent_loop, plain_chat
+from mmsr_serve.agent.loop import Sampling, Tools, agent_loop, plain_chat
 from mmsr_serve.agent.prompts import PromptPack, default_pack
+from mmsr_serve.agent.protocol import SearchMode
 from mmsr_serve.backends.base import Message, ModelBackend
 from mmsr_serve.errors import InvalidInputError
 from mmsr_serve.images import Fetch, ImageSource, load_image

@@ -4,6 +4,12 @@ The loop yields, in order: ``TurnStarted``, ``TextDelta``..., ``TurnFinished``, 
 ``SearchStarted`` + ``SearchFinished`` or a corrective turn, and so on, and always ends with one
 ``Finished`` carrying the :class:`AgentResult`. The server renders these as HTTP/SSE, the SDK
 collects them, the trainer turns them into token ids.
+
+Besides the raw ``TextDelta``, the loop says what the text means, so that no consumer needs to
+know the protocol's tags: ``ReasoningDelta`` pieces (live, as soon as they are certain) add up to
+:attr:`AgentResult.reasoning`, and ``AnswerDelta`` pieces, just before ``Finished``, to the answer
+(cut at the caller's stop sequences): live in the ``off`` mode, in one piece in the search modes,
+where only the end of the run tells which turn's answer is final.
 """
 
 from __future__ import annotations
@@ -100,6 +106,17 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class ReasoningDelta:
+    turn: int
+    text: str
+
+
+@dataclass(frozen=True)
+class AnswerDelta:
+    text: str
+
+
+@dataclass(frozen=True)
 class TurnFinished:
     record: TurnRecord
 
@@ -121,4 +138,13 @@ class Finished:
     result: AgentResult
 
 
-Event = TurnStarted | TextDelta | TurnFinished | SearchStarted | SearchFinished | Finished
+Event = (
+    TurnStarted
+    | TextDelta
+    | ReasoningDelta
+    | TurnFinished
+    | SearchStarted
+    | SearchFinished
+    | AnswerDelta
+    | Finished
+)

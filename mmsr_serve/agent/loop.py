@@ -30,8 +30,10 @@ from mmsr_serve.agent import render
 from mmsr_serve.agent.events import (
     AgentFinishReason,
     AgentResult,
+    AnswerDelta,
     Event,
     Finished,
+    ReasoningDelta,
     SearchFinished,
     SearchKind,
     SearchRecord,
@@ -43,8 +45,9 @@ from mmsr_serve.agent.events import (
     Usage,
 )
 from mmsr_serve.agent.limits import Limits
-from mmsr_serve.agent.parser import STOP_STRINGS, ParsedTurn, parse_turn, restore_stop
+from mmsr_serve.agent.parser import ParsedTurn, parse_turn, restore_stop
 from mmsr_serve.agent.prompts import PromptPack
+from mmsr_serve.agent.protocol import STOP_STRINGS, LiveReasoning, LiveText, cut_at_stop
 from mmsr_serve.backends.base import Completion, Delta, GenerateRequest, Message, ModelBackend
 from mmsr_serve.errors import BackendError, SearchError
 from mmsr_serve.images import InputImage
@@ -65,9 +68,6 @@ class Sampling:
     stop: tuple[str, ...] = ()
     """The caller's stop sequences, sent to the backend in the ``off`` mode's plain turn. Protocol
     turns stop on their closing tags instead (the server cuts the final answer at these)."""
-
-
-SearchMode = Literal["auto", "always", "off"]
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,7 @@ async def agent_loop(
     """Run the conversation that ``messages`` starts (history + the rendered first turn)."""
     turns: list[TurnRecord] = []
     searches: list[SearchRecord] = []
+    reasoning = LiveReasoning()
     usage, first_prompt, spent, pending = Usage(), 0, 0, 0
     finish = _Finish("max_turns")
     if mode == "always" and tools.image is not None and image is not None and limits.max_image_searches:
@@ -156,8 +157,11 @@ async def agent_loop(
             stop=STOP_STRINGS,
         )
         started, out = time.perf_counter(), list[Completion]()
+        reasoning.next_turn()
         async for delta in _stream_turn(backend, request, turn, out):
             yield delta
+            if piece := reasoning.feed(delta.text):
+                yield ReasoningDelta(turn, piece)
         completion = out[0]
         # parse
         text = completion.text
@@ -172,6 +176,8 @@ async def agent_loop(
         )
         turns.append(record)
         messages.append(Message.of("assistant", text))
+        if piece := reasoning.finish(record.parsed.reasoning):
+            yield ReasoningDelta(turn, piece)
         yield TurnFinished(record)
         # act
         done = {k: sum(s.kind == k for s in searches) for k in ("image", "text")}
@@ -203,8 +209,9 @@ async def agent_loop(
             yield SearchFinished(search)
             messages.append(render.results_turn(pack, search, question))
         pending = _estimate_tokens(messages[-1])
-    result = AgentResult(finish.answer, finish.reason, turns, searches, usage, messages)
-    yield Finished(result)
+    if finish.answer and (answer := cut_at_stop(finish.answer, sampling.stop)):
+        yield AnswerDelta(answer)
+    yield Finished(AgentResult(finish.answer, finish.reason, turns, searches, usage, messages))
 
 
 async def plain_chat(
@@ -226,8 +233,11 @@ async def plain_chat(
         stop=sampling.stop,
     )
     started, out = time.perf_counter(), list[Completion]()
+    live = LiveText(sampling.stop)
     async for delta in _stream_turn(backend, request, 1, out):
         yield delta
+        if piece := live.feed(delta.text):
+            yield AnswerDelta(piece)
     completion = out[0]
     usage = Usage(completion.prompt_tokens or 0, completion.completion_tokens or 0)
     answer = completion.text
@@ -240,6 +250,8 @@ async def plain_chat(
     )
     yield TurnFinished(record)
     messages.append(Message.of("assistant", completion.text))
+    if rest := live.finish(cut_at_stop(parsed.answer or "", sampling.stop)):
+        yield AnswerDelta(rest)
     yield Finished(AgentResult(parsed.answer, completion.finish_reason, [record], [], usage, messages))
 
 

@@ -1,8 +1,8 @@
 """Reading model turns: which action a turn ends with, and whether a trajectory has a valid shape.
 
-The protocol (MMSearch-R1, arXiv 2506.20670): a turn reasons inside ``<reason>...</reason>`` and
-ends with exactly one action: ``<answer>...</answer>``, ``<search><img></search>`` or
-``<text_search>query</text_search>``.
+The protocol's tags and shapes are in :mod:`~mmsr_serve.agent.protocol`: a turn reasons inside
+``<reason>...</reason>`` and ends with exactly one action: ``<answer>...</answer>``,
+``<search><img></search>`` or ``<text_search>query</text_search>``.
 
 The action is decided from the END of the turn, so a tag quoted inside the reasoning is not an
 action. Parsing is lenient (what did the model ask for?), the format check is strict (does the
@@ -15,17 +15,21 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
-ActionKind = Literal["answer", "image_search", "text_search", "none"]
+from mmsr_serve.agent.protocol import ACTIONS as _ACTIONS
+from mmsr_serve.agent.protocol import REASON, STOP_STRINGS, VALID_SHAPES, ActionKind
 
-_ACTIONS: tuple[tuple[ActionKind, str, str], ...] = (
-    ("answer", "<answer>", "</answer>"),
-    ("image_search", "<search>", "</search>"),
-    ("text_search", "<text_search>", "</text_search>"),
-)
-STOP_STRINGS: tuple[str, ...] = tuple(close for _, _, close in _ACTIONS)
-"""Generation stops on the closing tags of the three actions."""
+__all__ = [
+    "STOP_STRINGS",
+    "VALID_SHAPES",
+    "ActionKind",
+    "FormatCheck",
+    "ParsedTurn",
+    "check_trajectory",
+    "is_valid_trajectory",
+    "parse_turn",
+    "restore_stop",
+]
 
 _TAG = r"</?(?:reason|answer|search|text_search)>"
 _NO_TAG = rf"(?:(?!{_TAG}).)"
@@ -36,15 +40,6 @@ _WELL_FORMED = re.compile(
     rf"\s*<reason>{_BODY}</reason>\s*"
     rf"(?:<answer>{_BODY}</answer>|<search>\s*<img>\s*</search>|<text_search>{_BODY}</text_search>)\s*",
     re.DOTALL,
-)
-
-VALID_SHAPES: frozenset[tuple[ActionKind, ...]] = frozenset(
-    {
-        ("answer",),
-        ("image_search", "answer"),
-        ("text_search", "answer"),
-        ("image_search", "text_search", "answer"),
-    }
 )
 
 
@@ -87,11 +82,11 @@ def parse_turn(text: str) -> ParsedTurn:
 
 
 def _reasoning(prefix: str) -> str:
-    start = prefix.find("<reason>")
+    start = prefix.find(REASON[0])
     if start < 0:
         return prefix.strip()
-    end = prefix.rfind("</reason>")
-    body = prefix[start + len("<reason>") : end if end > start else len(prefix)]
+    end = prefix.rfind(REASON[1])
+    body = prefix[start + len(REASON[0]) : end if end > start else len(prefix)]
     return body.strip()
 
 
@@ -106,8 +101,8 @@ def restore_stop(text: str, finish_reason: str) -> str:
     body = text.rstrip()
     if body.endswith(STOP_STRINGS):
         return text
-    reason_end = body.rfind("</reason>")
-    after_reason = reason_end + len("</reason>") if reason_end >= 0 else 0
+    reason_end = body.rfind(REASON[1])
+    after_reason = reason_end + len(REASON[1]) if reason_end >= 0 else 0
     best, close = -1, ""
     for _, open_tag, close_tag in _ACTIONS:
         pos = body.rfind(open_tag)

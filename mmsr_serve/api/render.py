@@ -16,15 +16,11 @@ from typing import Any
 
 from mmsr_serve.agent.events import AgentResult, SearchRecord
 from mmsr_serve.agent.limits import Limits
+from mmsr_serve.agent.protocol import cut_at_stop
 from mmsr_serve.api.schemas import Annotation, SearchResult, URLCitation, Usage
 from mmsr_serve.search.base import TextHit
 
 SNIPPET_CHARS = 300
-
-
-def cut_at_stop(text: str, stops: Sequence[str]) -> str:
-    cuts = [text.find(s) for s in stops if s in text]
-    return text[: min(cuts)] if cuts else text
 
 
 def content_of(result: AgentResult, stops: Sequence[str]) -> str:

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
-SearchMode = Literal["auto", "always", "off"]
+from mmsr_serve.agent.protocol import SearchMode
 
 
 class _Response(BaseModel):

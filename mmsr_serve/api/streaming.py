@@ -8,8 +8,10 @@ the answer as ``delta.content``; a finish chunk carrying ``finish_reason``, ``de
 and (mmsr) ``search_results`` and, with ``return_trace``, ``trace``. Then, with
 ``stream_options.include_usage``, one chunk with empty ``choices`` and ``usage``; then ``[DONE]``.
 
-In the search modes the answer is sent once the run has ended (answers are short, and only then
-is it known which turn's answer is final); with ``search_mode: off`` the reply streams live.
+The loop's events say what is reasoning and what is the answer (``ReasoningDelta``,
+``AnswerDelta``); this module maps them to chunks without knowing the protocol. In the search modes
+the answer comes once the run has ended (answers are short, and only then is it known which turn's
+answer is final); with ``search_mode: off`` the reply streams live.
 Streamed reasoning and content always add up to the non-streaming response's fields.
 An error after the first chunk is sent as ``data: {"error": {...}}``, then ``[DONE]``.
 """
@@ -25,11 +27,11 @@ from typing import Any
 
 from mmsr_serve.agent.events import (
     AgentResult,
+    AnswerDelta,
     Finished,
+    ReasoningDelta,
     SearchFinished,
     SearchStarted,
-    TextDelta,
-    TurnFinished,
 )
 from mmsr_serve.agent.limits import Limits
 from mmsr_serve.api import render
@@ -39,87 +41,25 @@ from mmsr_serve.api.schemas import ChatCompletionChunk, ChoiceDelta, ChunkChoice
 
 logger = logging.getLogger("mmsr.api")
 
-_OPEN, _CLOSE = "<reason>", "</reason>"
-_ENDS = (_CLOSE, "<answer>", "<search>", "<text_search>")
-
-
-def _partial_suffix(text: str, tokens: Sequence[str]) -> int:
-    """Length of the longest end of ``text`` that could start one of ``tokens``."""
-    best = 0
-    for token in tokens:
-        for size in range(min(len(token) - 1, len(text)), best, -1):
-            if token.startswith(text[-size:]):
-                best = size
-                break
-    return best
-
-
-def live_reasoning(raw: str) -> str:
-    """The part of a turn's first ``<reason>`` block that is certain so far (stripped)."""
-    start = raw.find(_OPEN)
-    if start < 0:
-        return ""
-    body = raw[start + len(_OPEN) :]
-    end = body.find(_CLOSE)
-    if end >= 0:
-        return body[:end].strip()
-    # No </reason> yet: an action tag may still end the reasoning (a model that forgot to close
-    # it), so stop before any of them, as the parser does once the turn is complete.
-    cuts = [i for i in (body.find(tag) for tag in _ENDS) if i >= 0]
-    body = body[: min(cuts)] if cuts else body[: len(body) - _partial_suffix(body, _ENDS)]
-    return body.strip()
-
-
-def live_content(raw: str, stops: Sequence[str]) -> str:
-    """The part of a plain (``off`` mode) reply that is certain so far."""
-    text = raw.lstrip()
-    cut = render.cut_at_stop(text, stops)
-    if cut != text:
-        return cut
-    return text[: len(text) - _partial_suffix(text, stops)].rstrip()
-
-
-class _Growing:
-    """Text sent in pieces, each new piece what a longer certain prefix adds."""
-
-    def __init__(self) -> None:
-        self.sent = ""
-
-    def advance(self, certain: str) -> str:
-        if len(certain) <= len(self.sent) or not certain.startswith(self.sent):
-            return ""
-        piece, self.sent = certain[len(self.sent) :], certain
-        return piece
-
 
 @dataclass
 class ChoiceStream:
-    """The deltas of one choice, from its events."""
+    """The deltas of one choice, from its events. The loop's events already say which text is
+    reasoning and which is the answer: nothing here knows the protocol's tags."""
 
     index: int
-    mode: str
     stops: Sequence[str]
 
     def __post_init__(self) -> None:
-        self._raw = ""
-        self._reasoning = _Growing()
-        self._content = _Growing()
-        self._reasoned = False  # reasoning was sent in an earlier turn: separate with a blank line
-        self._turn_reasoned = False
+        self._content = ""
         self._search_events = 0
 
     def on_event(self, event: object) -> list[ChoiceDelta]:
-        if isinstance(event, TextDelta):
-            self._raw += event.text
-            if self.mode == "off":
-                piece = self._content.advance(live_content(self._raw, self.stops))
-                return [ChoiceDelta(content=piece)] if piece else []
-            return self._reasoning_delta(self._reasoning.advance(live_reasoning(self._raw)))
-        if isinstance(event, TurnFinished):
-            piece = self._reasoning.advance(event.record.parsed.reasoning) if self.mode != "off" else ""
-            deltas = self._reasoning_delta(piece)
-            self._raw, self._reasoning, self._turn_reasoned = "", _Growing(), False
-            return deltas
+        if isinstance(event, ReasoningDelta):
+            return [ChoiceDelta(reasoning_content=event.text, reasoning=event.text)]
+        if isinstance(event, AnswerDelta):
+            self._content += event.text
+            return [ChoiceDelta(content=event.text)]
         if isinstance(event, SearchStarted):
             return self._search_delta(
                 {"status": "started", "kind": event.kind, "query": event.query, "turn": event.turn}
@@ -129,10 +69,13 @@ class ChoiceStream:
         return []
 
     def finish(self, result: AgentResult) -> tuple[list[ChunkChoice], ChunkChoice]:
-        """The rest of the answer, then the finish chunk's choice."""
+        """What the answer still lacks (nothing, when the loop's deltas made it), then the finish
+        chunk's choice."""
         content = render.content_of(result, self.stops)
-        piece = self._content.advance(content)
-        pieces = [ChunkChoice(index=self.index, delta=ChoiceDelta(content=piece))] if piece else []
+        pieces = []
+        if len(content) > len(self._content) and content.startswith(self._content):
+            rest, self._content = content[len(self._content) :], content
+            pieces.append(ChunkChoice(index=self.index, delta=ChoiceDelta(content=rest)))
         annotations = render.annotations_of(result, content)
         last = ChunkChoice(
             index=self.index,
@@ -144,13 +87,6 @@ class ChoiceStream:
     def _search_delta(self, search: dict[str, Any]) -> list[ChoiceDelta]:
         index, self._search_events = self._search_events, self._search_events + 1
         return [ChoiceDelta(search_events=[{"index": index, **search}])]
-
-    def _reasoning_delta(self, piece: str) -> list[ChoiceDelta]:
-        if not piece:
-            return []
-        text = ("\n\n" if self._reasoned and not self._turn_reasoned else "") + piece
-        self._reasoned = self._turn_reasoned = True
-        return [ChoiceDelta(reasoning_content=text, reasoning=text)]
 
 
 @dataclass
@@ -176,7 +112,7 @@ def _sse(payload: dict[str, Any]) -> dict[str, str]:
 
 async def sse_events(events: Events, ctx: StreamContext) -> AsyncIterator[dict[str, str]]:
     """The server-sent events of a streaming response."""
-    streams = [ChoiceStream(i, ctx.mode, ctx.stops) for i in range(ctx.n)]
+    streams = [ChoiceStream(i, ctx.stops) for i in range(ctx.n)]
     results: list[AgentResult] = []
     try:
         for i in range(ctx.n):
