@@ -54,6 +54,7 @@ from typing import Any
 from mmsr_bench.world.questions import Question
 from mmsr_serve.agent.prompts import PromptPack
 from mmsr_serve.agent.protocol import ANSWER, REASON, TEXT_SEARCH, SearchMode
+from mmsr_serve.backends.hf import image_token_types
 
 DEMO_PACK = PromptPack(
     name="mmsr-demo",
@@ -294,7 +295,7 @@ def collate(examples: Sequence[Example], pad_id: int, image_token_id: int) -> di
         "labels": labels,
         "pixel_values": torch.cat([e.pixel_values for e in examples]),
         "image_grid_thw": torch.cat([e.grid_thw for e in examples]),
-        "mm_token_type_ids": (ids == image_token_id).long(),
+        "mm_token_type_ids": image_token_types(ids, image_token_id),
     }
     if all(e.weights is not None for e in examples):  # padding weighs 0
         weights = torch.zeros((len(examples), width))

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from mmsr_serve.backends.hf import image_token_types
 from mmsr_train.policy import (
     TokenFinish,
     TokenGenerator,
@@ -75,8 +76,7 @@ class HFGenerator:
             pixels = self.processor.image_processor(images=request.images, return_tensors="pt")
             inputs["pixel_values"] = pixels["pixel_values"].to(device=device, dtype=self.model.dtype)
             inputs["image_grid_thw"] = pixels["image_grid_thw"].to(device)
-            # Without it Qwen2.5-VL silently falls back to 1D positions for the image tokens.
-            inputs["mm_token_type_ids"] = (ids == self.image_token_id).long()
+            inputs["mm_token_type_ids"] = image_token_types(ids, self.image_token_id)
         temperature = self.temperature if request.temperature is None else request.temperature
         options: dict[str, Any] = {"do_sample": temperature > 0}
         if temperature > 0:

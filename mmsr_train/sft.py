@@ -26,6 +26,7 @@ from tqdm import tqdm  # type: ignore[import-untyped]
 
 from mmsr_serve.agent.parser import check_trajectory
 from mmsr_serve.agent.protocol import SearchMode
+from mmsr_serve.backends.hf import image_token_types
 from mmsr_serve.config import AgentConfig
 from mmsr_train.checkpoint import save_serving_files
 from mmsr_train.data import DataError, jsonl_rows
@@ -114,7 +115,7 @@ class TrajectoryCollator:
         if images:
             pixels = self.processor.image_processor(images=images, return_tensors="pt")
             batch.update(pixel_values=pixels["pixel_values"], image_grid_thw=pixels["image_grid_thw"])
-            batch["mm_token_type_ids"] = (ids == self.image_token_id).long()
+            batch["mm_token_type_ids"] = image_token_types(ids, self.image_token_id)
         return batch
 
 

@@ -52,6 +52,16 @@ from mmsr_serve.backends.base import (
 from mmsr_serve.errors import BackendError, InvalidInputError
 
 
+def image_token_types(input_ids: Any, image_token_id: int) -> Any:
+    """Qwen2.5-VL's ``mm_token_type_ids`` (1 at image placeholder tokens) for ``input_ids`` (a tensor).
+
+    Processors of some transformers versions leave it out, and without it Qwen2.5-VL silently
+    falls back to 1D positions for the image tokens. The one place this workaround is written:
+    serving, training generation, SFT and the demo recipe call it.
+    """
+    return (input_ids == image_token_id).long()
+
+
 def load_processor(path: str | os.PathLike[str]) -> Any:
     """The processor of a Qwen2.5-VL checkpoint folder, with or without torchvision installed.
 
@@ -224,9 +234,9 @@ class TransformersBackend(ModelBackend):
         images = [image.convert("RGB") for message in messages for image in message.images]
         inputs = self.processor(text=[prompt], images=images or None, return_tensors="pt")
         if "mm_token_type_ids" not in inputs and images:
-            # Without it Qwen2.5-VL silently falls back to 1D positions for the image tokens.
-            image_token_id = self.hf_model.config.image_token_id
-            inputs["mm_token_type_ids"] = (inputs["input_ids"] == image_token_id).long()
+            inputs["mm_token_type_ids"] = image_token_types(
+                inputs["input_ids"], self.hf_model.config.image_token_id
+            )
         inputs = inputs.to(self.hf_model.device)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.hf_model.dtype)
