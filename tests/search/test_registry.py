@@ -4,15 +4,12 @@ know it. The provider here speaks the Brave stand-in's API under another name.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from mmsr_serve.config import AgentConfig
 from mmsr_serve.errors import ConfigError
 from mmsr_serve.search import PROVIDERS, HttpProvider, Provider, SearchResults, TextHit
 from mmsr_serve.search.config import choices, provider_env
-from tests.api.live import serve_in_thread
 from tests.search.standins import KEYS, StandIn
 
 
@@ -26,14 +23,6 @@ class EchoSearch(HttpProvider):
         data = await self.request("GET", "/res/v1/web/search", params=params, headers=headers)
         hits = [TextHit(r["title"], r["url"], r["description"]) for r in data["web"]["results"]]
         return SearchResults(hits[:k], self.name)
-
-
-@pytest.fixture
-def standin() -> Iterator[StandIn]:
-    state = StandIn()
-    with serve_in_thread(state.app) as live:
-        state.base = live.url
-        yield state
 
 
 @pytest.fixture
