@@ -60,6 +60,25 @@ def to_data_url(image: Image.Image, fmt: str = "PNG") -> str:
     return f"data:{mime};base64,{base64.b64encode(encode_image(image, fmt)).decode()}"
 
 
+_SENT_AS_IS = ("PNG", "JPEG", "WEBP", "GIF")
+
+
+def file_data_url(path: str | os.PathLike[str]) -> str:
+    """An image file as a ``data:`` URL: its own bytes when it is PNG, JPEG, WebP or GIF, else
+    re-encoded as PNG. Raises :class:`ImageError` for a file that is missing or not an image."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            fmt = (img.format or "PNG").upper()
+            if fmt in _SENT_AS_IS:
+                data = path.read_bytes()
+            else:
+                fmt, data = "PNG", encode_image(img.convert("RGB"), "PNG")
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"cannot read image {path}: {exc}") from exc
+    return f"data:image/{fmt.lower()};base64,{base64.b64encode(data).decode()}"
+
+
 def fit_pixels(image: Image.Image, max_pixels: int) -> Image.Image:
     """Downscale (keeping the aspect ratio) so that width * height <= max_pixels."""
     w, h = image.size

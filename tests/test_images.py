@@ -52,3 +52,18 @@ def test_extreme_aspect_ratios_are_refused() -> None:
     with pytest.raises(ImageError, match="more than 199 times apart"):
         decode_image(encode_image(Image.new("RGB", (600, 2))))
     assert decode_image(encode_image(Image.new("RGB", (398, 2)))).size[0] == 398
+
+
+def test_file_data_url_keeps_web_formats_and_reencodes_others(tmp_path: Path) -> None:
+    from mmsr_serve.images import file_data_url
+
+    image = Image.new("RGB", (8, 6), "red")
+    image.save(tmp_path / "a.png")
+    image.save(tmp_path / "b.bmp")
+    url = file_data_url(tmp_path / "a.png")
+    assert url.startswith("data:image/png;base64,")
+    assert base64.b64decode(url.split(",", 1)[1]) == (tmp_path / "a.png").read_bytes()
+    bmp = file_data_url(tmp_path / "b.bmp")
+    assert bmp.startswith("data:image/png;base64,")
+    with pytest.raises(ImageError, match="cannot read image"):
+        file_data_url(tmp_path / "missing.jpg")

@@ -12,16 +12,14 @@ prompt) is reduced to what the tags hold, as the reward does.
 
 from __future__ import annotations
 
-import base64
-import mimetypes
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from mmsr_bench.world.questions import Question
 from mmsr_serve.agent import SearchAgent, parse_turn
 from mmsr_serve.agent.loop import Sampling
 from mmsr_serve.agent.protocol import SearchMode
+from mmsr_serve.images import file_data_url
 
 
 @dataclass(frozen=True)
@@ -73,11 +71,6 @@ class AgentRunner:
         await self.agent.backend.aclose()
 
 
-def image_data_url(path: str) -> str:
-    mime = mimetypes.guess_type(path)[0] or "image/png"
-    return f"data:{mime};base64,{base64.b64encode(Path(path).read_bytes()).decode()}"
-
-
 class ServerRunner:
     """Ask a running ``mmsr serve`` through the OpenAI client (``search_mode`` and ``return_trace``
     are sent as extras; the turns are counted from the trace)."""
@@ -108,7 +101,7 @@ class ServerRunner:
     async def run(self, question: Question, mode: SearchMode) -> RunResult:
         content: list[dict[str, Any]] = [{"type": "text", "text": question.question}]
         if question.image:
-            content.append({"type": "image_url", "image_url": {"url": image_data_url(question.image)}})
+            content.append({"type": "image_url", "image_url": {"url": file_data_url(question.image)}})
         completion = await self.client.chat.completions.create(
             model=self.model,
             messages=[{"role": "user", "content": content}],  # type: ignore[list-item,misc]

@@ -7,8 +7,6 @@ out (see :mod:`mmsr_serve.api.settings`). ``python -m mmsr_serve.api.cli serve .
 
 from __future__ import annotations
 
-import base64
-import io
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -130,20 +128,12 @@ def chat(
 
 
 def image_data_url(path: Path) -> str:
-    from PIL import Image
+    from mmsr_serve.images import file_data_url
 
     try:
-        with Image.open(path) as img:
-            fmt = (img.format or "PNG").upper()
-            if fmt not in ("PNG", "JPEG", "WEBP", "GIF"):
-                buf = io.BytesIO()
-                img.convert("RGB").save(buf, format="PNG")
-                fmt, data = "PNG", buf.getvalue()
-            else:
-                data = path.read_bytes()
-    except OSError as exc:
-        raise typer.BadParameter(f"cannot read image {path}: {exc}") from exc
-    return f"data:image/{fmt.lower()};base64,{base64.b64encode(data).decode()}"
+        return file_data_url(path)
+    except MMSRError as exc:
+        raise typer.BadParameter(str(exc)) from exc
 
 
 class ChatPrinter:
