@@ -7,6 +7,16 @@ make a realistic query image with :func:`tests.corpus_fixture.variant`. The inde
 the first search (or ``LocalIndex.ensure_index()``) builds it, in well under a second.
 
 ``local_index``: a :class:`~mmsr_serve.search.local.LocalIndex` over ``corpus_dir``, built.
+
+``standin``: the stand-in web providers (:mod:`tests.search.standins`) on loopback, one server per
+test module, with a clean record and script for each test.
+
+``tiny``: one tiny random Qwen2.5-VL checkpoint folder per session
+(:func:`mmsr_train.tiny_model.build_tiny_qwen2_5_vl` with its defaults), shared by the backend,
+serving and training tests. Treat it as read-only: tests write what they train elsewhere.
+
+Tests marked ``slow`` (end-to-end training, world builds, subprocess clients and servers) are left
+out of a plain ``pytest -q``; ``pytest -q -m "slow or not slow"`` runs everything (what CI runs).
 """
 
 from __future__ import annotations
@@ -17,7 +27,16 @@ from pathlib import Path
 import pytest
 
 from mmsr_serve.search.local import LocalIndex
+from tests.api.live import serve_in_thread
 from tests.corpus_fixture import make_corpus
+from tests.search.standins import StandIn
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mmsr_train.tiny_model import build_tiny_qwen2_5_vl
+
+    return build_tiny_qwen2_5_vl(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture
@@ -31,3 +50,21 @@ def local_index(corpus_dir: Path) -> Iterator[LocalIndex]:
     index.ensure_index()
     yield index
     index.close()
+
+
+@pytest.fixture(scope="module")
+def standin_server() -> Iterator[StandIn]:
+    state = StandIn()
+    with serve_in_thread(state.app) as live:
+        state.base = live.url
+        yield state
+
+
+@pytest.fixture
+def standin(standin_server: StandIn) -> StandIn:
+    """The stand-in providers (one server per test module), with a clean record and script."""
+    standin_server.requests.clear()
+    standin_server.script.clear()
+    standin_server.lens_images.clear()
+    standin_server.on_lens_url = None
+    return standin_server

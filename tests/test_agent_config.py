@@ -4,7 +4,6 @@ reaches the server and the GRPO rollouts alike; checkpoints record it; old spell
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from mmsr_serve.search.config import ProviderConfig
 from mmsr_train.checkpoint import save_serving_files
 from mmsr_train.config import GRPORunConfig
 from mmsr_train.rollout import RolloutEnv
-from tests.api.live import serve_in_thread
 from tests.search.standins import KEYS, StandIn
 
 AGENT = """\
@@ -31,14 +29,6 @@ search_timeout_s: 7
 index_min_score: 0.5
 search_cache: "off"
 """
-
-
-@pytest.fixture
-def standin() -> Iterator[StandIn]:
-    state = StandIn()
-    with serve_in_thread(state.app) as live:
-        state.base = live.url
-        yield state
 
 
 async def test_one_configuration_reaches_serving_and_grpo_rollouts(tmp_path: Path, standin: StandIn) -> None:

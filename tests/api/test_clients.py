@@ -43,6 +43,7 @@ def searching(doc: dict[str, Any]) -> list[str]:
     return [IMAGE_SEARCH, f"{R}<text_search>{doc['title']}</text_search>", f"{R}<answer>Ines</answer>"]
 
 
+@pytest.mark.slow
 def test_sync_example(
     serve: Callable[[list[str]], LiveServer], doc: dict[str, Any], corpus_dir: Path
 ) -> None:
@@ -53,12 +54,14 @@ def test_sync_example(
     assert doc["url"] in out and "image_search -> text_search -> answer" in out
 
 
+@pytest.mark.slow
 def test_async_example(serve: Callable[[list[str]], LiveServer]) -> None:
     out = run([sys.executable, "openai_async.py", "Who?"], serve([f"{R}<answer>A</answer>"] * 2))
     assert "auto: 'A' searches={'image': 0, 'text': 0}" in out  # both modes run concurrently
     assert "off: '<reason>" in out
 
 
+@pytest.mark.slow
 def test_examples_take_the_model_from_the_environment(serve: Callable[[list[str]], LiveServer]) -> None:
     server = serve([f"{R}<answer>A</answer>"] * 2)
     cmd = [sys.executable, "openai_sync.py", "Who?"]
@@ -74,6 +77,7 @@ def test_examples_take_the_model_from_the_environment(serve: Callable[[list[str]
     assert failed.returncode != 0 and "the model 'other' does not exist" in failed.stderr
 
 
+@pytest.mark.slow
 def test_streaming_example(
     serve: Callable[[list[str]], LiveServer], doc: dict[str, Any], corpus_dir: Path
 ) -> None:

@@ -19,13 +19,6 @@ from tests.api.conftest import data_url, user_with_image
 pytest.importorskip("transformers")
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mmsr_train.tiny_model import build_tiny_qwen2_5_vl
-
-    return build_tiny_qwen2_5_vl(tmp_path_factory.mktemp("tiny"))
-
-
 async def test_in_process_hf_backend_answers(tiny: Path) -> None:
     app = create_app(Settings(backend="hf", model=str(tiny), device="cpu"))
     transport = httpx.ASGITransport(app=app)

@@ -13,6 +13,8 @@ from tests.api.conftest import KEY, messages
 from tests.api.live import LiveServer
 from tests.api.model_server import MODEL, ModelServer
 
+pytestmark = pytest.mark.slow  # a live gateway and a stand-in vLLM on loopback per test
+
 
 def check_completion(completion: Any, answer: str, doc: dict[str, Any]) -> None:
     choice = completion.choices[0]

@@ -20,6 +20,8 @@ from tests.api.conftest import KEY, messages
 from tests.api.live import LiveServer
 from tests.api.model_server import MODEL, ModelServer
 
+pytestmark = pytest.mark.slow  # live gateway + stand-in per test; LiteLLM in a child process
+
 
 @pytest.fixture
 def three_searches(model_server: ModelServer, doc: dict[str, Any]) -> str:

@@ -67,6 +67,7 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
+@pytest.mark.slow
 def test_lens_then_web_pipeline_through_the_server(
     standin: StandIn, tmp_path: Path, live_app: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -22,12 +22,6 @@ from PIL import Image
 from mmsr_serve.backends.base import Completion, Delta, GenerateRequest, Message
 from mmsr_serve.backends.hf import TransformersBackend
 from mmsr_serve.errors import BackendError, InvalidInputError
-from mmsr_train.tiny_model import build_tiny_qwen2_5_vl
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_qwen2_5_vl(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import httpx
+import pytest
 from typer.testing import CliRunner
 
 from mmsr_bench.eval import AgentRunner, Outcome, Row, ServerRunner, evaluate, markdown_report, summarize
@@ -18,6 +19,8 @@ from mmsr_serve.cli import app
 from mmsr_serve.search.local import LocalIndex
 from tests.api.live import serve_in_thread
 from tests.eval.oracle import WorldOracle
+
+pytestmark = pytest.mark.slow  # every test here builds a world first
 
 # (split, mode) -> accuracy, search ratio, searches per question, mean turns. The oracle knows the
 # 4 known entities' facts; it searches image then text for the 2 held-out and 4 fresh ones.

@@ -1,8 +1,9 @@
-"""Fixtures for the training tests: one tiny checkpoint, its processor and a fixture corpus per session.
+"""Fixtures for the training tests: the session's tiny checkpoint's processor and a fixture corpus.
 
-``tiny``: a tiny random Qwen2.5-VL folder (:func:`mmsr_train.tiny_model.build_tiny_qwen2_5_vl`).
-``processor``: its processor. ``corpus`` / ``index``: the fixture corpus of
-:mod:`tests.corpus_fixture` and its built :class:`~mmsr_serve.search.local.LocalIndex`.
+``tiny`` (tests/conftest.py): the session's tiny random Qwen2.5-VL folder
+(:func:`mmsr_train.tiny_model.build_tiny_qwen2_5_vl`). ``processor``: its processor.
+``corpus`` / ``index``: the fixture corpus of :mod:`tests.corpus_fixture` and its built
+:class:`~mmsr_serve.search.local.LocalIndex`.
 ``question_image``: a cropped, re-encoded copy of the first document's image, which image search
 finds. ``scripted_turns``: a valid image search -> text search -> answer trajectory about it.
 """
@@ -22,13 +23,6 @@ from tests.corpus_fixture import make_corpus, read_docs, variant
 
 pytest.importorskip("trl")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mmsr_train.tiny_model import build_tiny_qwen2_5_vl
-
-    return build_tiny_qwen2_5_vl(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -17,6 +18,7 @@ def test_train_help_lists_the_commands() -> None:
     assert all(name in result.output for name in ("tiny-model", "grpo", "sft", "curate"))
 
 
+@pytest.mark.slow
 def test_sft_command(
     tiny: Path, corpus: Path, tmp_path: Path, scripted_turns: list[str], question_image: Image.Image
 ) -> None:

@@ -38,6 +38,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Not the session's ``tiny``: the demo recipe's image size (``max_pixels=IMAGE_PIXELS``)."""
     from mmsr_train.tiny_model import build_tiny_qwen2_5_vl
 
     return build_tiny_qwen2_5_vl(tmp_path_factory.mktemp("tiny"), max_pixels=IMAGE_PIXELS)
@@ -136,6 +137,7 @@ def test_lazy_pool_encodes_each_question_once() -> None:
     assert sorted(set(calls)) == sorted(calls) and len(calls) <= 3
 
 
+@pytest.mark.slow
 def test_a_few_seconds_of_sft_give_a_servable_checkpoint(world: Path, tiny: Path, tmp_path: Path) -> None:
     from mmsr_serve.agent.prompts import load_pack
 

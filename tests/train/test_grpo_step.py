@@ -34,6 +34,7 @@ def train_file(tmp_path_factory: pytest.TempPathFactory, question_image: Image.I
     return folder / "train.jsonl"
 
 
+@pytest.mark.slow
 def test_one_grpo_step_with_search_rollouts(
     tiny: Path, corpus: Path, train_file: Path, scripted_turns: list[str], tmp_path: Path
 ) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -32,6 +33,7 @@ def write_set(folder: Path, corpus: Path, rows: list[dict[str, Any]]) -> Path:
     return folder / "set.jsonl"
 
 
+@pytest.mark.slow
 async def test_train_then_serve(tmp_path: Path, corpus: Path) -> None:
     runner = CliRunner()
     tiny = tmp_path / "tiny"

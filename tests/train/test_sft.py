@@ -72,6 +72,7 @@ def test_a_trajectory_the_loop_cannot_replay_is_refused(processor: Any, tmp_path
         build_example(trajectory, processor, RolloutEnv(Tools()))  # no text search tool: the search ends it
 
 
+@pytest.mark.slow
 def test_sft_trains_and_saves_a_servable_checkpoint(
     trajectories: Path, tiny: Path, corpus: Path, tmp_path: Path
 ) -> None:

@@ -7,10 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
 from PIL import Image
 
-from mmsr_serve.backends.hf import load_processor
 from mmsr_train.tiny_model import (
     PROTOCOL_TAGS,
     QWEN_SPECIAL_TOKENS,
@@ -19,16 +17,6 @@ from mmsr_train.tiny_model import (
     build_tokenizer,
     mrope_section,
 )
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_qwen2_5_vl(tmp_path_factory.mktemp("tiny"))
-
-
-@pytest.fixture(scope="module")
-def processor(tiny: Path) -> Any:
-    return load_processor(tiny)
 
 
 def test_loads_through_the_auto_classes_and_is_small(tiny: Path, processor: Any) -> None:

@@ -53,6 +53,7 @@ def _entities_by_split(world: Path) -> dict[str, set[str]]:
     return found
 
 
+@pytest.mark.slow
 def test_splits_keep_their_promises(world: Path) -> None:
     manifest = load_manifest(world)
     groups = {e["name"]: e["group"] for e in manifest["entities"]}
@@ -77,6 +78,7 @@ def test_splits_keep_their_promises(world: Path) -> None:
     assert manifest["config"]["fresh_seed"] == SMALL.seed + 1
 
 
+@pytest.mark.slow
 def test_questions_carry_answers_queries_and_labels(world: Path) -> None:
     facts = {e["name"]: e for e in load_manifest(world)["entities"]}
     train = read_questions(world / "questions" / "train.jsonl")
@@ -93,6 +95,7 @@ def test_questions_carry_answers_queries_and_labels(world: Path) -> None:
     assert not held_out & {q.image for q in train}
 
 
+@pytest.mark.slow
 def test_names_and_values_are_one_token_per_syllable(world: Path) -> None:
     tokenizer = build_tokenizer()
     for entity in load_manifest(world)["entities"]:
@@ -102,6 +105,7 @@ def test_names_and_values_are_one_token_per_syllable(world: Path) -> None:
         assert len(syllables_of(entity["name"])) == 3
 
 
+@pytest.mark.slow
 def test_question_views_are_never_copies_of_corpus_images(world: Path) -> None:
     digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
     corpus = {digest(p) for p in (world / "corpus" / "images").iterdir()}

@@ -12,6 +12,8 @@ from mmsr_serve.images import load_image
 from mmsr_serve.search.base import TextHit
 from mmsr_serve.search.local import LocalIndex
 
+pytestmark = pytest.mark.slow  # every test here builds a world first
+
 
 @pytest.fixture(scope="module")
 def questions(world: Path) -> list[Question]:
