@@ -18,20 +18,20 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from mmsr_serve.agent.protocol import cut_after_stop
 from mmsr_serve.backends.hf import image_token_types
 from mmsr_train.policy import (
     TokenFinish,
     TokenGenerator,
     TokenOutput,
     TokenRequest,
-    cut_at_stop,
     placeholder_ids,
 )
 
 
 def finish_of(ids: Sequence[int], text: str, request: TokenRequest, eos_ids: Sequence[int]) -> TokenFinish:
     """``stop`` when the turn ended on an eos token or a stop string, ``length`` when it ran out."""
-    if (ids and ids[-1] in eos_ids) or cut_at_stop(text, request.stop)[1]:
+    if (ids and ids[-1] in eos_ids) or cut_after_stop(text, request.stop)[1]:
         return "stop"
     return "length" if len(ids) >= request.max_new_tokens else "stop"
 

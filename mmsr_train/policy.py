@@ -41,6 +41,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from PIL import Image
 
 from mmsr_serve.agent.events import AgentResult
+from mmsr_serve.agent.protocol import cut_after_stop
 from mmsr_serve.backends.base import Completion, Delta, GenerateRequest, ImagePart, Message, ModelBackend
 from mmsr_serve.errors import MMSRError
 
@@ -123,12 +124,6 @@ def chat_conversation(messages: Sequence[Message]) -> list[dict[str, Any]]:
     ]
 
 
-def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
-    """``text`` cut just after the earliest stop string (kept), and whether one was found."""
-    ends = [i + len(s) for s in stop if s and (i := text.find(s)) >= 0]
-    return (text[: min(ends)], True) if ends else (text, False)
-
-
 class PolicyBackend(ModelBackend):
     """One trajectory's model, kept as token ids (see the module docstring)."""
 
@@ -176,7 +171,7 @@ class PolicyBackend(ModelBackend):
         if cut is not None:  # a vision placeholder would break the image count of the forward pass
             ids, logprobs, finish = ids[:cut], None if logprobs is None else logprobs[:cut], "length"
         self.trace.add(ids, sampled=True, logprobs=logprobs)
-        text, stopped = cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), request.stop)
+        text, stopped = cut_after_stop(self.tokenizer.decode(ids, skip_special_tokens=True), request.stop)
         finish = "stop" if stopped else finish
         if text:
             yield Delta(text)

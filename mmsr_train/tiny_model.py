@@ -123,7 +123,7 @@ def build_tiny_qwen2_5_vl(
     from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from mmsr_serve.backends._qwen_processor import ImageOnlyProcessor
+    from mmsr_serve.backends.qwen_processor import ImageOnlyProcessor
 
     if hidden_size % heads or (hidden_size // heads) % 8:
         raise ValueError("hidden_size / heads must be a multiple of 8 (mRoPE splits head_dim / 2 in three)")

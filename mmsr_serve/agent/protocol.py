@@ -28,6 +28,7 @@ __all__ = [
     "LiveReasoning",
     "LiveText",
     "SearchMode",
+    "cut_after_stop",
     "cut_at_stop",
 ]
 
@@ -69,6 +70,13 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> str:
     """``text`` before the first of ``stops`` it contains."""
     cuts = [text.find(s) for s in stops if s in text]
     return text[: min(cuts)] if cuts else text
+
+
+def cut_after_stop(text: str, stops: Sequence[str], start: int = 0) -> tuple[str, bool]:
+    """``text`` cut just after the earliest-ending of ``stops`` found at or after ``start`` (the
+    stop string kept, as a backend that stopped on it returns it), and whether one was found."""
+    ends = [i + len(s) for s in stops if s and (i := text.find(s, start)) >= 0]
+    return (text[: min(ends)], True) if ends else (text, False)
 
 
 def partial_suffix(text: str, tokens: Sequence[str]) -> int:

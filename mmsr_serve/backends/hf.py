@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mmsr_serve.agent.protocol import cut_after_stop
 from mmsr_serve.backends.base import (
     Completion,
     Delta,
@@ -67,10 +68,10 @@ def load_processor(path: str | os.PathLike[str]) -> Any:
 
     Where torchvision imports: ``AutoProcessor.from_pretrained(path)``, the normal way. Where it
     is not installed: the same processor without its video part
-    (:class:`mmsr_serve.backends._qwen_processor.ImageOnlyProcessor`, which explains why).
+    (:class:`mmsr_serve.backends.qwen_processor.ImageOnlyProcessor`, which explains why).
     """
     if importlib.util.find_spec("torchvision") is None:
-        from mmsr_serve.backends._qwen_processor import ImageOnlyProcessor
+        from mmsr_serve.backends.qwen_processor import ImageOnlyProcessor
 
         return ImageOnlyProcessor.from_checkpoint(path)
     try:
@@ -267,9 +268,6 @@ def _cut_at_stop(text: str, chunk: str, stop: Sequence[str]) -> tuple[str, bool]
     """
     if not stop:
         return chunk, False
-    joined = text + chunk
     start = max(0, len(text) - max(len(s) for s in stop) + 1)
-    ends = [i + len(s) for s in stop if s and (i := joined.find(s, start)) >= 0]
-    if not ends:
-        return chunk, False
-    return joined[len(text) : min(ends)], True
+    cut, stopped = cut_after_stop(text + chunk, stop, start)
+    return cut[len(text) :], stopped

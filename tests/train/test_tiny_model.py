@@ -39,7 +39,7 @@ def test_loads_through_the_auto_classes_and_is_small(tiny: Path, processor: Any)
 def test_processor_is_upstreams_wherever_torchvision_imports(processor: Any) -> None:
     from transformers import Qwen2_5_VLProcessor
 
-    from mmsr_serve.backends._qwen_processor import ImageOnlyProcessor
+    from mmsr_serve.backends.qwen_processor import ImageOnlyProcessor
 
     if importlib.util.find_spec("torchvision") is None:
         assert type(processor) is ImageOnlyProcessor and not hasattr(processor, "video_processor")
