@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from mmsr_serve.agent.protocol import cut_after_stop
-from mmsr_serve.backends.hf import image_token_types
+from mmsr_serve.backends.hf import generate_options, image_token_types
 from mmsr_train.policy import (
     TokenFinish,
     TokenGenerator,
@@ -78,13 +78,13 @@ class HFGenerator:
             inputs["image_grid_thw"] = pixels["image_grid_thw"].to(device)
             inputs["mm_token_type_ids"] = image_token_types(ids, self.image_token_id)
         temperature = self.temperature if request.temperature is None else request.temperature
-        options: dict[str, Any] = {"do_sample": temperature > 0}
-        if temperature > 0:
-            options.update(temperature=temperature, top_p=request.top_p or self.top_p)
-            if self.top_k is not None:
-                options["top_k"] = self.top_k
-        if request.stop:
-            options.update(stop_strings=list(request.stop), tokenizer=self.tokenizer)
+        options = generate_options(
+            temperature=temperature,
+            top_p=request.top_p or self.top_p,
+            top_k=self.top_k,
+            stop=request.stop,
+            tokenizer=self.tokenizer,
+        )
         if request.seed is not None:
             torch.manual_seed(request.seed)
         with torch.no_grad():

@@ -53,6 +53,28 @@ from mmsr_serve.backends.base import (
 from mmsr_serve.errors import BackendError, InvalidInputError
 
 
+def generate_options(
+    *,
+    temperature: float | None,
+    top_p: float | None = None,
+    top_k: int | None = None,
+    stop: Sequence[str] = (),
+    tokenizer: Any = None,
+) -> dict[str, Any]:
+    """The sampling arguments of ``model.generate``, for serving and for training generation alike:
+    greedy without a positive temperature; stop strings ended on by transformers (it keeps them)."""
+    options: dict[str, Any] = {"do_sample": bool(temperature and temperature > 0)}
+    if options["do_sample"]:
+        options["temperature"] = temperature
+        if top_p is not None:
+            options["top_p"] = top_p
+        if top_k is not None:
+            options["top_k"] = top_k
+    if stop:
+        options.update(stop_strings=list(stop), tokenizer=tokenizer)
+    return options
+
+
 def image_token_types(input_ids: Any, image_token_id: int) -> Any:
     """Qwen2.5-VL's ``mm_token_type_ids`` (1 at image placeholder tokens) for ``input_ids`` (a tensor).
 
@@ -192,14 +214,12 @@ class TransformersBackend(ModelBackend):
         try:
             inputs = self._encode(request.messages)
             prompt_tokens = int(inputs["input_ids"].shape[1])
-            sampling = bool(request.temperature)
-            options: dict[str, Any] = {"do_sample": sampling}
-            if sampling:
-                options["temperature"] = request.temperature
-                if request.top_p is not None:
-                    options["top_p"] = request.top_p
-            if request.stop:
-                options.update(stop_strings=list(request.stop), tokenizer=self.tokenizer)
+            options = generate_options(
+                temperature=request.temperature,
+                top_p=request.top_p,
+                stop=request.stop,
+                tokenizer=self.tokenizer,
+            )
             if request.seed is not None:
                 torch.manual_seed(request.seed)
             with torch.inference_mode():
