@@ -21,7 +21,7 @@ from mmsr_serve.search._http import ApiClient, RetryPolicy
 from mmsr_serve.search._secret import Secret
 from mmsr_serve.search.costs import Meter
 
-__all__ = ["HttpProvider"]
+__all__ = ["HttpProvider", "score_of"]
 
 
 class HttpProvider:
@@ -83,3 +83,9 @@ class HttpProvider:
 
     async def aclose(self) -> None:
         await self._api.aclose()
+
+
+def score_of(result: Mapping[str, Any]) -> float | None:
+    """A result's numeric ``score`` field, when the API gives one."""
+    score = result.get("score")
+    return float(score) if isinstance(score, (int, float)) else None

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from mmsr_serve.errors import ProviderResponseError
 from mmsr_serve.search.base import SearchResults, TextHit
 from mmsr_serve.search.brave import plain_text
-from mmsr_serve.search.http_provider import HttpProvider
+from mmsr_serve.search.http_provider import HttpProvider, score_of
 
 __all__ = ["SearxngSearch"]
 
@@ -39,14 +39,9 @@ class SearxngSearch(HttpProvider):
                 plain_text(str(r.get("title") or "")),
                 str(r["url"]),
                 plain_text(str(r.get("content") or "")),
-                _score(r),
+                score_of(r),
             )
             for r in data.get("results", [])
             if isinstance(r, dict) and r.get("url")
         ]
         return SearchResults(list(hits[:k]), self.name)
-
-
-def _score(result: dict[str, Any]) -> float | None:
-    score = result.get("score")
-    return float(score) if isinstance(score, (int, float)) else None

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 from mmsr_serve.errors import ProviderResponseError
 from mmsr_serve.search.base import SearchResults, TextHit
-from mmsr_serve.search.http_provider import HttpProvider
+from mmsr_serve.search.http_provider import HttpProvider, score_of
 
 __all__ = ["DEFAULT_BASE_URL", "TavilySearch"]
 
@@ -43,13 +43,8 @@ class TavilySearch(HttpProvider):
         if not isinstance(data, dict) or not isinstance(data.get("results", []), list):
             raise ProviderResponseError(self.name, "the answer has no list of results")
         hits = [
-            TextHit(str(r.get("title") or ""), str(r["url"]), str(r.get("content") or ""), _score(r))
+            TextHit(str(r.get("title") or ""), str(r["url"]), str(r.get("content") or ""), score_of(r))
             for r in data.get("results", [])
             if isinstance(r, dict) and r.get("url")
         ]
         return SearchResults(list(hits[:k]), self.name)
-
-
-def _score(result: dict[str, Any]) -> float | None:
-    score = result.get("score")
-    return float(score) if isinstance(score, (int, float)) else None
