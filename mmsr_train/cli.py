@@ -316,14 +316,11 @@ def demo(
 def _agent(config: Path | None, **flags: Any) -> Any:
     """The agent configuration of a training command: ``config`` (a file as ``mmsr serve --config``
     takes), the serving environment variables, then the flags; loaded as serving loads it."""
-    from mmsr_serve.config import AgentConfig
+    from mmsr_serve.config import AgentConfig, read_config_file
     from mmsr_train.config import training_env
 
-    if config is not None:
-        from mmsr_serve.config import read_config_file
-
-        return AgentConfig.from_sources(read_config_file(config), env=training_env(), **flags)
-    return AgentConfig.from_sources({}, env=training_env(), **flags)
+    file_values = read_config_file(config) if config is not None else {}
+    return AgentConfig.from_sources(file_values, env=training_env(), **flags)
 
 
 def _summary(summary: Any) -> None:

@@ -66,10 +66,9 @@ def build_tools(agent: AgentConfig) -> Tools:
     """The search tools of ``agent`` (:meth:`AgentConfig.build_search`), the local index built now."""
     from mmsr_serve.errors import ConfigError
 
-    config = agent.search_config()
-    if not config.image and not config.text:
-        raise ConfigError("no search tools: name providers, or pass a corpus for the local index (--index)")
     tools = agent.build_search()
+    if tools.image is None and tools.text is None:
+        raise ConfigError("no search tools: name providers, or pass a corpus for the local index (--index)")
     if tools.local is not None:
         tools.local.ensure_index()
     return Tools(tools.image, tools.text)

@@ -90,20 +90,6 @@ def partial_suffix(text: str, tokens: Sequence[str]) -> int:
     return best
 
 
-class _Certain:
-    """Text that grows as a stream tells more of it: :meth:`advance` returns what is new."""
-
-    def __init__(self) -> None:
-        self.sent = ""
-
-    def advance(self, certain: str) -> str:
-        """The part of ``certain`` not sent yet (nothing if it does not extend what was sent)."""
-        if len(certain) <= len(self.sent) or not certain.startswith(self.sent):
-            return ""
-        piece, self.sent = certain[len(self.sent) :], certain
-        return piece
-
-
 class LiveReasoning:
     """The reasoning of a run's turns as it streams: each turn's first ``<reason>`` block, stripped,
     a blank line between turns, so the pieces add up to :attr:`AgentResult.reasoning`.
@@ -159,10 +145,9 @@ class LiveReasoning:
     def finish(self, reasoning: str) -> str:
         """The rest of the turn's reasoning, as the parser read it."""
         self._ended = True
-        sent = self._raw[self._start : self._sent] if self._sent > 0 else ""
+        sent = self._raw[self._start : self._sent] if self._sent >= 0 else ""
         if len(reasoning) <= len(sent) or not reasoning.startswith(sent):
             return ""
-        self._sent = max(self._sent, 1)
         return self._separate(reasoning[len(sent) :])
 
     def _separate(self, piece: str) -> str:
@@ -174,25 +159,46 @@ class LiveReasoning:
 
 class LiveText:
     """A plain reply as it streams (the ``off`` mode): leading white space dropped, nothing sent
-    that a stop sequence may still cut, trailing white space held back until more text follows."""
+    that a stop sequence may still cut, trailing white space held back until more text follows.
+    Like :class:`LiveReasoning`, a delta costs time in proportion to its own length."""
 
     def __init__(self, stops: Sequence[str]) -> None:
         self.stops = tuple(s for s in stops if s)
+        self._longest = max(map(len, self.stops), default=0)
         self._raw = ""
+        self._start = 0  # the first visible character, once seen (leading white space skipped)
+        self._visible = False
+        self._scanned = 0  # no stop starts before this that has not been seen
+        self._sent = 0  # raw index up to which the reply was sent
         self._cut = False
-        self._out = _Certain()
 
     def feed(self, delta: str) -> str:
-        if self._cut:
+        if self._cut or not delta:
             return ""
         self._raw += delta
-        text = self._raw.lstrip()
-        cut = cut_at_stop(text, self.stops)
-        if cut != text:
-            self._cut = True
-            return self._out.advance(cut)
-        return self._out.advance(text[: len(text) - partial_suffix(text, self.stops)].rstrip())
+        raw = self._raw
+        while not self._visible and self._start < len(raw):
+            self._visible = not raw[self._start].isspace()
+            self._start += not self._visible
+        back = max(self._start, self._scanned - self._longest + 1)
+        cuts = [i for s in self.stops if (i := raw.find(s, back)) >= 0]
+        self._scanned = len(raw)
+        if cuts:
+            self._cut, end = True, min(cuts)
+        else:
+            tail = raw[max(self._start, len(raw) - self._longest) :]
+            end = len(raw) - partial_suffix(tail, self.stops)
+            while end > self._start and raw[end - 1].isspace():  # held back: more may follow
+                end -= 1
+        sent = max(self._sent, self._start)
+        if end <= sent:
+            return ""
+        self._sent = end
+        return raw[sent:end]
 
     def finish(self, final: str) -> str:
         """What the final reply adds to what was sent (nothing if it does not extend it)."""
-        return self._out.advance(final)
+        sent = self._raw[self._start : max(self._sent, self._start)]
+        if len(final) <= len(sent) or not final.startswith(sent):
+            return ""
+        return final[len(sent) :]

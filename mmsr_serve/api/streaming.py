@@ -51,14 +51,12 @@ class ChoiceStream:
     stops: Sequence[str]
 
     def __post_init__(self) -> None:
-        self._content = ""
         self._search_events = 0
 
     def on_event(self, event: object) -> list[ChoiceDelta]:
         if isinstance(event, ReasoningDelta):
             return [ChoiceDelta(reasoning_content=event.text, reasoning=event.text)]
         if isinstance(event, AnswerDelta):
-            self._content += event.text
             return [ChoiceDelta(content=event.text)]
         if isinstance(event, SearchStarted):
             return self._search_delta(
@@ -68,21 +66,14 @@ class ChoiceStream:
             return self._search_delta({"status": "finished", **render.search_event(event.record)})
         return []
 
-    def finish(self, result: AgentResult) -> tuple[list[ChunkChoice], ChunkChoice]:
-        """What the answer still lacks (nothing, when the loop's deltas made it), then the finish
-        chunk's choice."""
-        content = render.content_of(result, self.stops)
-        pieces = []
-        if len(content) > len(self._content) and content.startswith(self._content):
-            rest, self._content = content[len(self._content) :], content
-            pieces.append(ChunkChoice(index=self.index, delta=ChoiceDelta(content=rest)))
-        annotations = render.annotations_of(result, content)
-        last = ChunkChoice(
+    def finish(self, result: AgentResult) -> ChunkChoice:
+        """The finish chunk's choice (the loop's ``AnswerDelta`` pieces already made the answer)."""
+        annotations = render.annotations_of(result, render.content_of(result, self.stops))
+        return ChunkChoice(
             index=self.index,
             delta=ChoiceDelta(annotations=annotations or None),
             finish_reason=render.finish_reason_of(result, self.stops),
         )
-        return pieces, last
 
     def _search_delta(self, search: dict[str, Any]) -> list[ChoiceDelta]:
         index, self._search_events = self._search_events, self._search_events + 1
@@ -121,8 +112,7 @@ async def sse_events(events: Events, ctx: StreamContext) -> AsyncIterator[dict[s
             async for index, event in events:
                 if isinstance(event, Finished):
                     results.append(event.result)
-                    for item in _finish_chunks(ctx, streams[index], event.result):
-                        yield item
+                    yield _finish_chunk(ctx, streams[index], event.result)
                 else:
                     for delta in streams[index].on_event(event):
                         yield _chunk(ctx, [ChunkChoice(index=index, delta=delta)])
@@ -141,10 +131,10 @@ def _chunk(ctx: StreamContext, choices: list[ChunkChoice], **extra: Any) -> dict
     return _sse(body.model_dump(mode="json"))
 
 
-def _finish_chunks(ctx: StreamContext, stream: ChoiceStream, result: AgentResult) -> list[dict[str, str]]:
-    pieces, last = stream.finish(result)
+def _finish_chunk(ctx: StreamContext, stream: ChoiceStream, result: AgentResult) -> dict[str, str]:
+    last = stream.finish(result)
     extras: dict[str, Any] = {"search_results": render.search_results_of(result.searches)}
     if ctx.return_trace:
         trace = render.trace_of([result], ctx.mode, ctx.limits, first_choice=stream.index)
         extras["trace"] = {**trace, **ctx.trace_extras()}
-    return [*(_chunk(ctx, [piece]) for piece in pieces), _chunk(ctx, [last], **extras)]
+    return _chunk(ctx, [last], **extras)
