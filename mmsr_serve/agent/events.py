@@ -5,11 +5,13 @@ The loop yields, in order: ``TurnStarted``, ``TextDelta``..., ``TurnFinished``, 
 ``Finished`` carrying the :class:`AgentResult`. The server renders these as HTTP/SSE, the SDK
 collects them, the trainer turns them into token ids.
 
-Besides the raw ``TextDelta``, the loop says what the text means, so that no consumer needs to
-know the protocol's tags: ``ReasoningDelta`` pieces (live, as soon as they are certain) add up to
-:attr:`AgentResult.reasoning`, and ``AnswerDelta`` pieces, just before ``Finished``, to the answer
-(cut at the caller's stop sequences): live in the ``off`` mode, in one piece in the search modes,
-where only the end of the run tells which turn's answer is final.
+The loop also says what the text means, so that no consumer needs to know the protocol's tags:
+each ``TextDelta`` carries the ``reasoning`` (or, in the ``off`` mode, ``answer``) piece that it
+made certain, and what only the end of a turn or run tells comes as ``ReasoningDelta`` (the rest of
+a turn's reasoning, as parsed) and ``AnswerDelta`` (just before ``Finished``: the answer in the
+search modes, where only the end of the run tells which turn's answer is final). The pieces add up
+to :attr:`AgentResult.reasoning` and to the answer cut at the caller's stop sequences. The live
+pieces ride on ``TextDelta`` rather than on events of their own, so they cost no extra event.
 """
 
 from __future__ import annotations
@@ -103,6 +105,10 @@ class TurnStarted:
 class TextDelta:
     turn: int
     text: str
+    reasoning: str = ""
+    """The reasoning this delta made certain (the raw ``text`` may still hold tags)."""
+    answer: str = ""
+    """``off`` mode: the part of the reply this delta made certain."""
 
 
 @dataclass(frozen=True)

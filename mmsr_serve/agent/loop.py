@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -158,10 +158,8 @@ async def agent_loop(
         )
         started, out = time.perf_counter(), list[Completion]()
         reasoning.next_turn()
-        async for delta in _stream_turn(backend, request, turn, out):
+        async for delta in _stream_turn(backend, request, turn, out, reasoning.feed):
             yield delta
-            if piece := reasoning.feed(delta.text):
-                yield ReasoningDelta(turn, piece)
         completion = out[0]
         # parse
         text = completion.text
@@ -234,10 +232,8 @@ async def plain_chat(
     )
     started, out = time.perf_counter(), list[Completion]()
     live = LiveText(sampling.stop)
-    async for delta in _stream_turn(backend, request, 1, out):
+    async for delta in _stream_turn(backend, request, 1, out, live.feed, answer=True):
         yield delta
-        if piece := live.feed(delta.text):
-            yield AnswerDelta(piece)
     completion = out[0]
     usage = Usage(completion.prompt_tokens or 0, completion.completion_tokens or 0)
     answer = completion.text
@@ -256,12 +252,20 @@ async def plain_chat(
 
 
 async def _stream_turn(
-    backend: ModelBackend, request: GenerateRequest, turn: int, out: list[Completion]
+    backend: ModelBackend,
+    request: GenerateRequest,
+    turn: int,
+    out: list[Completion],
+    read: Callable[[str], str],
+    *,
+    answer: bool = False,
 ) -> AsyncIterator[TextDelta]:
-    """Stream one model turn as deltas; its Completion is appended to ``out``."""
+    """Stream one model turn as deltas, each with the piece ``read`` made certain (reasoning, or
+    with ``answer`` the reply); its Completion is appended to ``out``."""
     async for item in backend.stream(request):
         if isinstance(item, Delta):
-            yield TextDelta(turn, item.text)
+            piece = read(item.text)
+            yield TextDelta(turn, item.text, answer=piece) if answer else TextDelta(turn, item.text, piece)
         else:
             out.append(item)
     if not out:

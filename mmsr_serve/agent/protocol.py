@@ -126,12 +126,18 @@ class LiveReasoning:
                 return ""
             self._body = self._start = found + len(REASON[0])
             back = self._body
-        ends = [i for i in (raw.find(tag, max(back, self._body)) for tag in _REASONING_ENDS) if i >= 0]
+        back = max(back, self._body)
+        if "<" in raw[back:]:  # every tag starts with it: most deltas need no search at all
+            ends = [i for i in (raw.find(tag, back) for tag in _REASONING_ENDS) if i >= 0]
+        else:
+            ends = []
         self._scanned = len(raw)
         if ends:
             self._ended, end = True, min(ends)
-        else:
+        elif "<" in raw[-self._LONGEST :]:
             end = len(raw) - partial_suffix(raw[-self._LONGEST :], _REASONING_ENDS)
+        else:
+            end = len(raw)
         while self._start < end and raw[self._start].isspace():  # the leading white space
             self._start += 1
         while end > self._start and raw[end - 1].isspace():  # held back: more may follow

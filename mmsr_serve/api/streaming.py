@@ -8,8 +8,9 @@ the answer as ``delta.content``; a finish chunk carrying ``finish_reason``, ``de
 and (mmsr) ``search_results`` and, with ``return_trace``, ``trace``. Then, with
 ``stream_options.include_usage``, one chunk with empty ``choices`` and ``usage``; then ``[DONE]``.
 
-The loop's events say what is reasoning and what is the answer (``ReasoningDelta``,
-``AnswerDelta``); this module maps them to chunks without knowing the protocol. In the search modes
+The loop's events say what is reasoning and what is the answer (``TextDelta.reasoning`` /
+``.answer``, ``ReasoningDelta``, ``AnswerDelta``); this module maps them to chunks without knowing
+the protocol. In the search modes
 the answer comes once the run has ended (answers are short, and only then is it known which turn's
 answer is final); with ``search_mode: off`` the reply streams live.
 Streamed reasoning and content always add up to the non-streaming response's fields.
@@ -32,6 +33,7 @@ from mmsr_serve.agent.events import (
     ReasoningDelta,
     SearchFinished,
     SearchStarted,
+    TextDelta,
 )
 from mmsr_serve.agent.limits import Limits
 from mmsr_serve.api import render
@@ -54,6 +56,10 @@ class ChoiceStream:
         self._search_events = 0
 
     def on_event(self, event: object) -> list[ChoiceDelta]:
+        if isinstance(event, TextDelta):
+            if event.reasoning:
+                return [ChoiceDelta(reasoning_content=event.reasoning, reasoning=event.reasoning)]
+            return [ChoiceDelta(content=event.answer)] if event.answer else []
         if isinstance(event, ReasoningDelta):
             return [ChoiceDelta(reasoning_content=event.text, reasoning=event.text)]
         if isinstance(event, AnswerDelta):

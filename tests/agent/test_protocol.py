@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from mmsr_serve.agent import AnswerDelta, Finished, ReasoningDelta, SearchAgent
+from mmsr_serve.agent import AnswerDelta, Finished, ReasoningDelta, SearchAgent, TextDelta
 from mmsr_serve.agent.parser import parse_turn
 from mmsr_serve.agent.protocol import STOP_STRINGS, TAGS, LiveReasoning, LiveText
 from mmsr_serve.backends import ScriptedBackend
@@ -80,7 +80,9 @@ async def test_the_loops_events_say_what_is_reasoning_and_what_is_the_answer() -
     agent = SearchAgent(ScriptedBackend(turns), text_search=Search())
     events = [e async for e in agent.stream("Q?")]
     result = next(e.result for e in events if isinstance(e, Finished))
-    reasoning = "".join(e.text for e in events if isinstance(e, ReasoningDelta))
+    live = "".join(e.reasoning for e in events if isinstance(e, TextDelta))
+    reasoning = live + "".join(e.text for e in events if isinstance(e, ReasoningDelta))
     assert reasoning == result.reasoning == "First, look.\n\nspaced   reasoning"
+    assert live  # the live pieces ride on the deltas, as soon as they are certain
     assert [e.text for e in events if isinstance(e, AnswerDelta)] == ["Paris"]
     assert isinstance(events[-2], AnswerDelta)  # after the last search, just before Finished
