@@ -54,7 +54,7 @@ from typing import Any
 from mmsr_bench.world.questions import Question
 from mmsr_serve.agent.prompts import PromptPack
 from mmsr_serve.agent.protocol import ANSWER, REASON, TEXT_SEARCH, SearchMode
-from mmsr_serve.backends.hf import image_token_types
+from mmsr_serve.backends.hf_core import image_token_types
 
 DEMO_PACK = PromptPack(
     name="mmsr-demo",
@@ -341,7 +341,7 @@ def train_sft_demo(
     from transformers import AutoModelForImageTextToText
 
     from mmsr_bench.world import read_questions
-    from mmsr_serve.backends.hf import load_processor
+    from mmsr_serve.backends.hf_core import load_processor
     from mmsr_serve.config import AgentConfig
     from mmsr_train.checkpoint import save_checkpoint
     from mmsr_train.rollout import TRAINING_LIMITS, RolloutEnv, build_tools
@@ -470,7 +470,7 @@ def teach_end_of_turn(
     from transformers import AutoModelForImageTextToText
 
     from mmsr_bench.world import read_questions
-    from mmsr_serve.backends.hf import load_processor
+    from mmsr_serve.backends.hf_core import load_processor
     from mmsr_serve.config import AgentConfig
     from mmsr_train.checkpoint import save_checkpoint
     from mmsr_train.rollout import TRAINING_LIMITS, RolloutEnv, build_tools

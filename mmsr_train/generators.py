@@ -18,10 +18,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from mmsr_serve.agent.protocol import cut_after_stop
-from mmsr_serve.backends.hf import generate_options, image_token_types
+from mmsr_serve.backends.hf_core import HFGeneration, finish_reason
 from mmsr_train.policy import (
-    TokenFinish,
     TokenGenerator,
     TokenOutput,
     TokenRequest,
@@ -29,15 +27,10 @@ from mmsr_train.policy import (
 )
 
 
-def finish_of(ids: Sequence[int], text: str, request: TokenRequest, eos_ids: Sequence[int]) -> TokenFinish:
-    """``stop`` when the turn ended on an eos token or a stop string, ``length`` when it ran out."""
-    if (ids and ids[-1] in eos_ids) or cut_after_stop(text, request.stop)[1]:
-        return "stop"
-    return "length" if len(ids) >= request.max_new_tokens else "stop"
-
-
 class HFGenerator:
-    """Sample with a transformers model (``generate``), one request at a time.
+    """Sample with a transformers model, one request at a time, through the generation core that
+    serving uses (:class:`~mmsr_serve.backends.hf_core.HFGeneration`); the image placeholder
+    tokens are never sampled.
 
     ``temperature`` 0 means greedy. A request's own temperature / top_p / seed win over these.
     """
@@ -51,14 +44,10 @@ class HFGenerator:
         top_p: float = 1.0,
         top_k: int | None = None,
     ) -> None:
-        self.model = model
-        self.processor = processor
+        self.core = HFGeneration(model, processor)
         self.tokenizer = processor.tokenizer
         self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
-        eos = model.generation_config.eos_token_id
-        eos_list = [eos] if isinstance(eos, int) else list(eos or [])
-        self.eos_ids = list(dict.fromkeys([self.tokenizer.eos_token_id, *eos_list]))
-        self.image_token_id: int = model.config.image_token_id
+        self.eos_ids = self.core.eos_ids
         self.suppress = sorted(placeholder_ids(processor))
         self._lock = asyncio.Lock()
 
@@ -67,42 +56,20 @@ class HFGenerator:
             return await asyncio.to_thread(self._generate, request)
 
     def _generate(self, request: TokenRequest) -> TokenOutput:
-        import torch
-
-        device = self.model.device
-        ids = torch.tensor([request.token_ids], device=device)
-        inputs: dict[str, Any] = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-        if request.images:
-            pixels = self.processor.image_processor(images=request.images, return_tensors="pt")
-            inputs["pixel_values"] = pixels["pixel_values"].to(device=device, dtype=self.model.dtype)
-            inputs["image_grid_thw"] = pixels["image_grid_thw"].to(device)
-            inputs["mm_token_type_ids"] = image_token_types(ids, self.image_token_id)
-        temperature = self.temperature if request.temperature is None else request.temperature
-        options = generate_options(
-            temperature=temperature,
+        generated = self.core.generate(
+            self.core.encode_ids(request.token_ids, request.images or ()),
+            max_new_tokens=request.max_new_tokens,
+            temperature=self.temperature if request.temperature is None else request.temperature,
             top_p=request.top_p or self.top_p,
             top_k=self.top_k,
             stop=request.stop,
-            tokenizer=self.tokenizer,
+            seed=request.seed,
+            suppress_tokens=self.suppress,
         )
-        if request.seed is not None:
-            torch.manual_seed(request.seed)
-        with torch.no_grad():
-            out = self.model.generate(
-                **inputs,
-                **options,
-                max_new_tokens=request.max_new_tokens,
-                eos_token_id=self.eos_ids,
-                pad_token_id=self.tokenizer.pad_token_id,
-                suppress_tokens=self.suppress or None,
-            )
-        new = [int(i) for i in out[0, ids.shape[1] :].tolist()]
-        for i, token in enumerate(new):
-            if token in self.eos_ids:
-                new = new[: i + 1]
-                break
-        text = self.tokenizer.decode(new, skip_special_tokens=True)
-        return TokenOutput(new, finish_of(new, text, request, self.eos_ids))
+        text = self.tokenizer.decode(generated.token_ids, skip_special_tokens=True)
+        return TokenOutput(
+            generated.token_ids, self.core.finish(generated, text, request.stop, request.max_new_tokens)
+        )
 
 
 class TeacherGenerator:
@@ -259,7 +226,8 @@ class VLLMGenerator:
                     for j, token in enumerate(ids)
                 ]
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            outputs.append(TokenOutput(ids, finish_of(ids, text, request, self.eos_ids), lps))
+            finish = finish_reason(ids, text, request.stop, request.max_new_tokens, self.eos_ids)
+            outputs.append(TokenOutput(ids, finish, lps))
         return outputs
 
 

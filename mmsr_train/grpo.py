@@ -164,7 +164,7 @@ def load_policy(path: str, bf16: bool) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForImageTextToText
 
-    from mmsr_serve.backends.hf import load_processor
+    from mmsr_serve.backends.hf_core import load_processor
 
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.bfloat16 if bf16 else torch.float32)
     return model, load_processor(path)

@@ -2,7 +2,7 @@
 
 :func:`build_tiny_qwen2_5_vl` writes a folder that loads like a hub checkpoint:
 ``AutoModelForImageTextToText.from_pretrained(dir)`` and
-:func:`mmsr_serve.backends.hf.load_processor` (which is ``AutoProcessor`` where torchvision imports).
+:func:`mmsr_serve.backends.hf_core.load_processor` (which is ``AutoProcessor`` where torchvision imports).
 The defaults (128 wide, 4 layers; vision 64 wide, 2 layers) give about 1 M parameters, 4 MB on
 disk, and a build of well under a second once transformers is imported.
 

@@ -142,7 +142,7 @@ def _reload(folder: Path, device: str) -> bool:
     from transformers import AutoModelForImageTextToText
 
     from mmsr_serve.agent.prompts import load_pack
-    from mmsr_serve.backends.hf import load_processor
+    from mmsr_serve.backends.hf_core import load_processor
 
     model = AutoModelForImageTextToText.from_pretrained(folder).to(device)
     load_processor(folder)

@@ -9,6 +9,8 @@ Decisions:
 - Generation runs in a worker thread (one pool of ``max_concurrency`` threads per backend, and an
   asyncio semaphore in front so waiting requests never hold a thread). Text reaches the event
   loop through transformers' ``AsyncTextIteratorStreamer``.
+- Generation itself is :class:`~mmsr_serve.backends.hf_core.HFGeneration`, the core that
+  training's rollouts sample through too; this class adds threads, streaming and cancellation.
 - Sampling: ``temperature`` None or 0 means greedy decoding, so an unparameterised request is
   deterministic (vLLM would sample with the checkpoint's defaults instead). Otherwise it samples
   with the request's temperature; knobs the request leaves unset (``top_p``, ``top_k``,
@@ -30,13 +32,10 @@ Decisions:
 from __future__ import annotations
 
 import asyncio
-import importlib
-import importlib.util
 import os
 import threading
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,69 +49,8 @@ from mmsr_serve.backends.base import (
     Message,
     ModelBackend,
 )
+from mmsr_serve.backends.hf_core import Generated, HFGeneration, load_processor
 from mmsr_serve.errors import BackendError, InvalidInputError
-
-
-def generate_options(
-    *,
-    temperature: float | None,
-    top_p: float | None = None,
-    top_k: int | None = None,
-    stop: Sequence[str] = (),
-    tokenizer: Any = None,
-) -> dict[str, Any]:
-    """The sampling arguments of ``model.generate``, for serving and for training generation alike:
-    greedy without a positive temperature; stop strings ended on by transformers (it keeps them)."""
-    options: dict[str, Any] = {"do_sample": bool(temperature and temperature > 0)}
-    if options["do_sample"]:
-        options["temperature"] = temperature
-        if top_p is not None:
-            options["top_p"] = top_p
-        if top_k is not None:
-            options["top_k"] = top_k
-    if stop:
-        options.update(stop_strings=list(stop), tokenizer=tokenizer)
-    return options
-
-
-def image_token_types(input_ids: Any, image_token_id: int) -> Any:
-    """Qwen2.5-VL's ``mm_token_type_ids`` (1 at image placeholder tokens) for ``input_ids`` (a tensor).
-
-    Processors of some transformers versions leave it out, and without it Qwen2.5-VL silently
-    falls back to 1D positions for the image tokens. The one place this workaround is written:
-    serving, training generation, SFT and the demo recipe call it.
-    """
-    return (input_ids == image_token_id).long()
-
-
-def load_processor(path: str | os.PathLike[str]) -> Any:
-    """The processor of a Qwen2.5-VL checkpoint folder, with or without torchvision installed.
-
-    Where torchvision imports: ``AutoProcessor.from_pretrained(path)``, the normal way. Where it
-    is not installed: the same processor without its video part
-    (:class:`mmsr_serve.backends.qwen_processor.ImageOnlyProcessor`, which explains why).
-    """
-    if importlib.util.find_spec("torchvision") is None:
-        from mmsr_serve.backends.qwen_processor import ImageOnlyProcessor
-
-        return ImageOnlyProcessor.from_checkpoint(path)
-    try:
-        importlib.import_module("torchvision")
-    except Exception as exc:
-        # transformers itself fails beside such an install: say what to do before it does.
-        raise ImportError(
-            f"torchvision is installed but does not import ({exc}); transformers cannot load "
-            "processors beside it. Uninstall it, or install the torchvision build made for this torch."
-        ) from exc
-    from transformers import AutoProcessor
-
-    return AutoProcessor.from_pretrained(path)
-
-
-@dataclass
-class _Generated:
-    prompt_tokens: int
-    token_ids: list[int]
 
 
 class _StopFlag:
@@ -160,11 +98,7 @@ class TransformersBackend(ModelBackend):
         torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype or "float32")
         hf_model: Any = AutoModelForImageTextToText.from_pretrained(model_path, dtype=torch_dtype)
         self.hf_model: Any = hf_model.to(device).eval()
-        self._eos_ids = _eos_ids(self.hf_model.generation_config.eos_token_id, self.tokenizer.eos_token_id)
-        pad = self.hf_model.generation_config.pad_token_id
-        if pad is None:
-            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self._eos_ids[0]
-        self._pad_id: int = pad
+        self.core = HFGeneration(self.hf_model, self.processor)
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._executor = ThreadPoolExecutor(max_concurrency, thread_name_prefix="mmsr-hf")
         self._closed = False
@@ -198,49 +132,36 @@ class TransformersBackend(ModelBackend):
                 cancel.set()
                 await asyncio.gather(work, return_exceptions=True)
                 raise
-        finish: FinishReason = "stop"
-        ids = generated.token_ids
-        if not stopped and len(ids) >= request.max_tokens and ids[-1] not in self._eos_ids:
-            finish = "length"
-        yield Completion(text, finish, prompt_tokens=generated.prompt_tokens, completion_tokens=len(ids))
+        finish: FinishReason = self.core.finish(generated, text, request.stop, request.max_tokens)
+        yield Completion(
+            text, finish, prompt_tokens=generated.prompt_tokens, completion_tokens=len(generated.token_ids)
+        )
 
     def _generate_blocking(
         self, request: GenerateRequest, streamer: Any, cancel: threading.Event
-    ) -> _Generated:
+    ) -> Generated:
         """Runs in a worker thread. Always ends the streamer, so the consumer never waits forever."""
-        import torch
-
         finished = False
         try:
-            inputs = self._encode(request.messages)
-            prompt_tokens = int(inputs["input_ids"].shape[1])
-            options = generate_options(
+            generated = self.core.generate(
+                self._encode(request.messages),
+                max_new_tokens=request.max_tokens,
                 temperature=request.temperature,
                 top_p=request.top_p,
                 stop=request.stop,
-                tokenizer=self.tokenizer,
+                seed=request.seed,
+                streamer=streamer,
+                stopping_criteria=[_StopFlag(cancel)],
             )
-            if request.seed is not None:
-                torch.manual_seed(request.seed)
-            with torch.inference_mode():
-                output = self.hf_model.generate(
-                    **inputs,
-                    **options,
-                    max_new_tokens=request.max_tokens,
-                    eos_token_id=self._eos_ids,
-                    pad_token_id=self._pad_id,
-                    streamer=streamer,
-                    stopping_criteria=[_StopFlag(cancel)],
-                )
             finished = True
         except Exception as exc:
             raise BackendError(f"{self.model}: generation failed: {exc}") from exc
         finally:
             if not finished:
                 streamer.end()
-        return _Generated(prompt_tokens, output[0, prompt_tokens:].tolist())
+        return generated
 
-    def _encode(self, messages: Sequence[Message]) -> Any:
+    def _encode(self, messages: Sequence[Message]) -> dict[str, Any]:
         conversation = [
             {
                 "role": message.role,
@@ -251,34 +172,13 @@ class TransformersBackend(ModelBackend):
             }
             for message in messages
         ]
-        prompt = self.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
-        images = [image.convert("RGB") for message in messages for image in message.images]
-        inputs = self.processor(text=[prompt], images=images or None, return_tensors="pt")
-        if "mm_token_type_ids" not in inputs and images:
-            inputs["mm_token_type_ids"] = image_token_types(
-                inputs["input_ids"], self.hf_model.config.image_token_id
-            )
-        inputs = inputs.to(self.hf_model.device)
-        if "pixel_values" in inputs:
-            inputs["pixel_values"] = inputs["pixel_values"].to(self.hf_model.dtype)
-        return inputs
+        images = [image for message in messages for image in message.images]
+        return self.core.encode_chat(conversation, images)
 
     async def aclose(self) -> None:
         """Refuse new requests and wait for the running generations' threads to end."""
         self._closed = True
         await asyncio.to_thread(self._executor.shutdown, wait=True)
-
-
-def _eos_ids(*candidates: int | Sequence[int] | None) -> list[int]:
-    """The union of the eos ids named by the generation config and the tokenizer, in order."""
-    ids: list[int] = []
-    for candidate in candidates:
-        for i in [candidate] if isinstance(candidate, int) else candidate or ():
-            if i not in ids:
-                ids.append(i)
-    if not ids:
-        raise BackendError("the checkpoint names no eos token (generation_config or tokenizer)")
-    return ids
 
 
 def _cut_at_stop(text: str, chunk: str, stop: Sequence[str]) -> tuple[str, bool]:

@@ -1,4 +1,4 @@
-"""A Qwen2.5-VL processor for machines without torchvision (used by ``hf.load_processor``).
+"""A Qwen2.5-VL processor for machines without torchvision (used by ``hf_core.load_processor``).
 
 In transformers 5.x, ``Qwen2_5_VLProcessor`` has three parts: an image processor, a tokenizer and
 a *video* processor. ``AutoProcessor`` loads all three, and ``Qwen2VLVideoProcessor`` exists only
@@ -9,7 +9,7 @@ normalisation), only slower. PyPI's torchvision does not import beside the CPU b
 dev machines use, so there :class:`ImageOnlyProcessor` is built from the two parts we need and
 video is left out (the MMSearch-R1 protocol has no video).
 
-Where torchvision imports (the GPU image), ``hf.load_processor`` uses plain
+Where torchvision imports (the GPU image), ``hf_core.load_processor`` uses plain
 ``AutoProcessor.from_pretrained`` and nothing here is involved.
 
 Checkpoints saved through :class:`ImageOnlyProcessor` stay loadable the normal way: it writes the

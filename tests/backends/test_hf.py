@@ -89,7 +89,7 @@ def test_broken_torchvision_is_reported_clearly(tmp_path: Path) -> None:
     (tmp_path / "torchvision").mkdir()
     (tmp_path / "torchvision" / "__init__.py").write_text("raise RuntimeError('torchvision::nms is missing')")
     code = (
-        "from mmsr_serve.backends.hf import load_processor\n"
+        "from mmsr_serve.backends.hf_core import load_processor\n"
         "try:\n    load_processor('unused')\nexcept ImportError as exc:\n    print(exc)"
     )
     path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
@@ -104,7 +104,7 @@ async def test_matches_plain_greedy_generate_and_counts_tokens_exactly(
 ) -> None:
     import torch
 
-    from mmsr_serve.backends.hf import load_processor
+    from mmsr_serve.backends.hf_core import load_processor
 
     request = ask(max_tokens=24)
     deltas, done = await collect(backend, request)

@@ -27,7 +27,7 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 @pytest.fixture(scope="session")
 def processor(tiny: Path) -> Any:
-    from mmsr_serve.backends.hf import load_processor
+    from mmsr_serve.backends.hf_core import load_processor
 
     return load_processor(tiny)
 

@@ -27,7 +27,7 @@ def test_sft_command(
     (tmp_path / "sft.jsonl").write_text(json.dumps(row) + "\n")
     out = tmp_path / "out"
     args = ["train", "sft", str(tmp_path / "sft.jsonl"), "--model", str(tiny), "--output-dir", str(out)]
-    result = CliRunner().invoke(app, [*args, "--corpus", str(corpus), "--max-steps", "1", "--device", "cpu"])
+    result = CliRunner().invoke(app, [*args, "--index", str(corpus), "--max-steps", "1", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "trained 1 steps" in result.output and (out / "prompt_pack.json").is_file()
 
@@ -37,7 +37,7 @@ def test_curate_command(tiny: Path, corpus: Path, tmp_path: Path) -> None:
     (tmp_path / "q.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     out = tmp_path / "balanced.jsonl"
     args = ["train", "curate", str(tmp_path / "q.jsonl"), "--out", str(out), "--model", str(tiny)]
-    args += ["--corpus", str(corpus), "--k", "1", "--max-new-tokens", "4", "--concurrency", "1"]
+    args += ["--index", str(corpus), "--k", "1", "--max-tokens", "4", "--concurrency", "1"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "labels: search_free=" in result.output and "unsolved=" in result.output and out.is_file()

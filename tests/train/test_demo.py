@@ -57,7 +57,7 @@ def test_gold_turns_follow_the_protocol(world: Path) -> None:
 
 
 def test_examples_are_the_serving_loop_with_loss_on_model_turns_only(world: Path, tiny: Path) -> None:
-    from mmsr_serve.backends.hf import load_processor
+    from mmsr_serve.backends.hf_core import load_processor
     from mmsr_serve.config import AgentConfig
     from mmsr_train.rollout import TRAINING_LIMITS, RolloutEnv, build_tools
 
@@ -77,7 +77,7 @@ def test_examples_are_the_serving_loop_with_loss_on_model_turns_only(world: Path
 
 
 def test_first_turn_keeps_the_prompt_its_image_and_the_decision(world: Path, tiny: Path) -> None:
-    from mmsr_serve.backends.hf import load_processor
+    from mmsr_serve.backends.hf_core import load_processor
     from mmsr_serve.config import AgentConfig
     from mmsr_train.rollout import TRAINING_LIMITS, RolloutEnv, build_tools
 
@@ -104,7 +104,7 @@ def test_first_turn_keeps_the_prompt_its_image_and_the_decision(world: Path, tin
 
 
 def test_always_mode_examples_start_after_the_loops_image_search(world: Path, tiny: Path) -> None:
-    from mmsr_serve.backends.hf import load_processor
+    from mmsr_serve.backends.hf_core import load_processor
     from mmsr_serve.config import AgentConfig
     from mmsr_train.rollout import TRAINING_LIMITS, RolloutEnv, build_tools
 

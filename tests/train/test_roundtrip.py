@@ -46,9 +46,9 @@ async def test_train_then_serve(tmp_path: Path, corpus: Path) -> None:
     (tmp_path / "pack.json").write_text(json.dumps(pack))
     out = tmp_path / "out"
     args = ["train", "grpo", "--model", str(tiny), "--train-data", str(train), "--eval-data", str(held)]
-    args += ["--output-dir", str(out), "--corpus", str(corpus), "--prompt-pack", str(tmp_path / "pack.json")]
+    args += ["--output-dir", str(out), "--index", str(corpus), "--prompt-pack", str(tmp_path / "pack.json")]
     args += ["--num-generations", "2", "--max-steps", "2", "--eval-steps", "2", "--save-steps", "1"]
-    args += ["--max-new-tokens", "12", "--max-total-tokens", "400", "--device", "cpu"]
+    args += ["--max-tokens", "12", "--max-total-tokens", "400", "--device", "cpu"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "trained 2 steps" in result.output and f"--model {out}" in result.output
