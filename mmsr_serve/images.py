@@ -149,7 +149,7 @@ async def load_image(
         data = parse_data_url(source)
     elif isinstance(source, str) and source.startswith(("http://", "https://")):
         if fetch is None:
-            from mmsr_serve.search.fetch import SafeFetcher
+            from mmsr_serve.fetch import SafeFetcher
 
             fetch = SafeFetcher(max_bytes=max_bytes).fetch_image
         data, url = await fetch(source), source

@@ -35,8 +35,8 @@ def test_every_exception_class_is_defined_in_errors_and_drawn() -> None:
 
 def test_old_import_places_still_work() -> None:
     from mmsr_serve.api.runs import ClientDisconnected
+    from mmsr_serve.fetch import FetchError
     from mmsr_serve.search._http import ProviderUnavailable
-    from mmsr_serve.search.fetch import FetchError
 
     assert ClientDisconnected is errors.ClientDisconnected and FetchError is errors.FetchError
     assert ProviderUnavailable is errors.ProviderUnavailable

@@ -112,6 +112,6 @@ def _build_fetch(settings: Settings) -> Fetch | None:
     """The safe fetcher for http(s) image URLs (None when the server takes data URLs only)."""
     if not settings.allow_image_urls:
         return None
-    from mmsr_serve.search.fetch import SafeFetcher
+    from mmsr_serve.fetch import SafeFetcher
 
     return SafeFetcher(allow=settings.fetch_allow, max_bytes=settings.max_image_bytes).fetch_image

@@ -26,12 +26,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mmsr_serve.errors import ConfigError
+from mmsr_serve.fetch import is_public_address
 from mmsr_serve.search.base import ImageSearchTool, TextSearchTool
 from mmsr_serve.search.cache import SearchCache, cached
 from mmsr_serve.search.config import SearchConfig, choices
 from mmsr_serve.search.costs import Meter
 from mmsr_serve.search.fallback import FallbackImageSearch, FallbackTextSearch
-from mmsr_serve.search.fetch import is_public_address
 from mmsr_serve.search.local import LocalIndex
 from mmsr_serve.search.publish import ImagePublisher
 from mmsr_serve.search.reader import LocalReader, PageReader

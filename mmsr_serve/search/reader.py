@@ -10,7 +10,7 @@
   applies a lower rate limit. Jina fetches the page from its own servers.
 
 Both cut the text to ``max_chars``. Failures are :class:`~mmsr_serve.errors.SearchError` s
-(:class:`~mmsr_serve.search.fetch.FetchError` or a provider error): the pipeline drops that page.
+(:class:`~mmsr_serve.fetch.FetchError` or a provider error): the pipeline drops that page.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from mmsr_serve.errors import ConfigError, ProviderResponseError
+from mmsr_serve.fetch import FetchError, SafeFetcher
 from mmsr_serve.search._secret import Secret
-from mmsr_serve.search.fetch import FetchError, SafeFetcher
 from mmsr_serve.search.http_provider import HttpProvider
 
 __all__ = ["PAGE_TYPES", "JinaReader", "LocalReader", "Page", "PageReader", "extract_main_text"]

@@ -21,10 +21,10 @@ from __future__ import annotations
 from typing import Any
 
 from mmsr_serve.errors import ProviderError, ProviderResponseError, SearchError
+from mmsr_serve.fetch import SafeFetcher
 from mmsr_serve.images import InputImage
 from mmsr_serve.search._secret import Secret
 from mmsr_serve.search.base import ImageHit, SearchResults, TextHit
-from mmsr_serve.search.fetch import SafeFetcher
 from mmsr_serve.search.http_provider import HttpProvider
 from mmsr_serve.search.publish import ImagePublisher
 from mmsr_serve.search.thumbnails import fetch_thumbnails, thumbnail_fetcher

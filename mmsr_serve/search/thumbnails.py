@@ -1,7 +1,7 @@
 """Thumbnails of image search results: fetched through the safe fetcher, decoded, made small.
 
 A result's thumbnail is a URL chosen by a web page or a search engine, so it goes through
-:class:`~mmsr_serve.search.fetch.SafeFetcher` like any other (``data:image/...`` URLs, which some
+:class:`~mmsr_serve.fetch.SafeFetcher` like any other (``data:image/...`` URLs, which some
 APIs inline, are decoded directly). Each is downscaled to at most ``max_pixels`` and re-encoded as
 JPEG. A thumbnail that cannot be had leaves its hit without one (title and link still count).
 """
@@ -13,8 +13,8 @@ import logging
 from collections.abc import Sequence
 
 from mmsr_serve.errors import MMSRError
+from mmsr_serve.fetch import SafeFetcher
 from mmsr_serve.images import decode_image, encode_image, parse_data_url
-from mmsr_serve.search.fetch import SafeFetcher
 
 __all__ = ["THUMBNAIL_MAX_BYTES", "THUMBNAIL_PIXELS", "fetch_thumbnails", "thumbnail_fetcher"]
 

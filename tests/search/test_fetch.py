@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from mmsr_serve.errors import ImageError
+from mmsr_serve.fetch import FetchError, SafeFetcher, is_public_address
 from mmsr_serve.images import encode_image, load_image
-from mmsr_serve.search.fetch import FetchError, SafeFetcher, is_public_address
 
 PNG = encode_image(Image.new("RGB", (4, 4), (10, 20, 30)))
 Route = tuple[int, dict[str, str], bytes]

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from mmsr_serve.errors import CacheMissError, SearchError
+from mmsr_serve.fetch import FetchError
 from mmsr_serve.search._http import ProviderAuthError, ProviderUnavailable
 from mmsr_serve.search.base import SearchResults, TextHit
 from mmsr_serve.search.costs import Meter, ProviderCall
 from mmsr_serve.search.fallback import FallbackTextSearch
-from mmsr_serve.search.fetch import FetchError
 from mmsr_serve.search.pipeline import TextPipeline
 from mmsr_serve.search.reader import JinaReader, LocalReader, Page
 from mmsr_serve.search.summarize import ExtractiveSummarizer, LLMSummarizer, bm25_passages
