@@ -90,6 +90,23 @@ def build_example(trajectory: Trajectory, processor: Any, env: RolloutEnv) -> di
     return {"input_ids": trace.token_ids, "labels": labels, "images": list(trace.images)}
 
 
+def pad_batch(ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]], pad_id: int) -> dict[str, Any]:
+    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` (-100 on the padding) tensors."""
+    import torch
+
+    width = max(len(row) for row in ids)
+    batch = {
+        "input_ids": torch.full((len(ids), width), pad_id, dtype=torch.long),
+        "attention_mask": torch.zeros((len(ids), width), dtype=torch.long),
+        "labels": torch.full((len(ids), width), -100, dtype=torch.long),
+    }
+    for i, (row, row_labels) in enumerate(zip(ids, labels, strict=True)):
+        batch["input_ids"][i, : len(row)] = torch.tensor(row)
+        batch["attention_mask"][i, : len(row)] = 1
+        batch["labels"][i, : len(row_labels)] = torch.tensor(row_labels)
+    return batch
+
+
 class TrajectoryCollator:
     """Right-pad pre-tokenised examples and add the image inputs (pixel values, grids, token types)."""
 
@@ -99,18 +116,8 @@ class TrajectoryCollator:
         self.image_token_id = image_token_id
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        import torch
-
-        width = max(len(r["input_ids"]) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(rows), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            n = len(row["input_ids"])
-            ids[i, :n] = torch.tensor(row["input_ids"])
-            labels[i, :n] = torch.tensor(row["labels"])
-            mask[i, :n] = 1
-        batch: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        batch = pad_batch([r["input_ids"] for r in rows], [r["labels"] for r in rows], self.pad_id)
+        ids = batch["input_ids"]
         images = [image for row in rows for image in row["images"]]
         if images:
             pixels = self.processor.image_processor(images=images, return_tensors="pt")
