@@ -27,9 +27,9 @@ generators when they run, never by importing this package.
 
 from typing import TYPE_CHECKING, Any
 
+from mmsr_bench.data import DataError, Sample, load_samples, write_jsonl
 from mmsr_train.checkpoint import PACK_FILE, save_checkpoint
 from mmsr_train.config import GRPORunConfig
-from mmsr_train.data import DataError, Sample, load_samples, write_jsonl
 from mmsr_train.generators import HFGenerator, RoundBatcher, TeacherGenerator, VLLMGenerator
 from mmsr_train.policy import (
     PolicyBackend,

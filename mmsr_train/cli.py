@@ -189,10 +189,10 @@ def curate(
     """Roll out k times with search off and on, label questions, write a search-balanced set."""
     import asyncio
 
+    from mmsr_bench.data import load_samples, write_jsonl
     from mmsr_serve.agent.agent import SearchAgent
     from mmsr_serve.agent.loop import Sampling
     from mmsr_train.curate import balance, label_samples, report
-    from mmsr_train.data import load_samples, write_jsonl
     from mmsr_train.rollout import build_tools
 
     try:

@@ -28,10 +28,10 @@ from typing import Literal
 
 from tqdm import tqdm  # type: ignore[import-untyped]
 
+from mmsr_bench.data import Sample
 from mmsr_serve.agent.agent import SearchAgent
 from mmsr_serve.agent.limits import Limits
 from mmsr_serve.agent.loop import Sampling
-from mmsr_train.data import Sample
 from mmsr_train.reward import MatchMode, is_correct
 
 Label = Literal["search_free", "search_required", "unsolved"]

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mmsr_bench.data import Sample, load_samples
 from mmsr_serve.agent.loop import Sampling
 from mmsr_serve.agent.parser import STOP_STRINGS
 from mmsr_serve.errors import ConfigError
 from mmsr_train.config import GRPORunConfig
-from mmsr_train.data import Sample, load_samples
 from mmsr_train.reward import MatchMode, score_trajectory
 from mmsr_train.rollout import RolloutEnv, Wrap
 

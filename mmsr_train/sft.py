@@ -24,12 +24,12 @@ from typing import Any
 
 from tqdm import tqdm  # type: ignore[import-untyped]
 
+from mmsr_bench.data import DataError, jsonl_rows
 from mmsr_serve.agent.parser import check_trajectory
 from mmsr_serve.agent.protocol import SearchMode
 from mmsr_serve.backends.hf_core import image_token_types
 from mmsr_serve.config import AgentConfig
 from mmsr_train.checkpoint import save_serving_files
-from mmsr_train.data import DataError, jsonl_rows
 from mmsr_train.generators import TeacherGenerator
 from mmsr_train.rollout import RolloutEnv, RolloutTask, run_rollout, run_sync
 

@@ -11,7 +11,7 @@ Required: ``question`` and ``answers`` (a list of accepted answers; a string is 
 text-only. ``split`` defaults to the file name without its extension. ``query`` is the text search
 that finds the answer (what a trajectory should search for); ``kind`` and ``attribute`` say what
 is asked. Generated worlds also write ``category`` (``search_free`` for known entities, else
-``search_required``) and ``data_source``, which :mod:`mmsr_train.data` reads; other fields are
+``search_required``) and ``data_source``, which :mod:`mmsr_bench.data` reads; other fields are
 kept in :attr:`Question.extra`.
 """
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from mmsr_bench.data import Sample, load_samples, write_jsonl
 from mmsr_serve.agent.agent import SearchAgent
 from mmsr_serve.backends.base import Completion, GenerateRequest, ModelBackend
 from mmsr_serve.search.local import LocalIndex
 from mmsr_train.curate import Labelled, balance, label_samples, report
-from mmsr_train.data import Sample, load_samples, write_jsonl
 
 R = "<reason>r</reason>"
 

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from mmsr_bench.data import DataError
 from mmsr_serve.agent.loop import Tools
 from mmsr_serve.config import AgentConfig
 from mmsr_serve.search.local import LocalIndex
-from mmsr_train.data import DataError
 from mmsr_train.rollout import RolloutEnv
 from mmsr_train.sft import SFTRunConfig, TrajectoryCollator, build_example, load_trajectories, train_sft
 

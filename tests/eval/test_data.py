@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from mmsr_train.data import DataError, Sample, load_samples, write_jsonl
+from mmsr_bench.data import DataError, Sample, load_samples, write_jsonl
 from mmsr_train.grpo import split_eval, to_trl_dataset
 
 

@@ -1,4 +1,5 @@
-"""Training data: questions about images with their accepted answers.
+"""Question sets: questions about images with their accepted answers (training data, evaluation
+and load-benchmark workloads).
 
 Two layouts are read, each validated row by row (a :class:`DataError` names the file and the row):
 
