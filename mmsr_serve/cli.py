@@ -5,6 +5,7 @@
     mmsr index build CORPUS_DIR     build the local search index of a corpus folder
     mmsr cache ...                  inspect, export and import a search cache
     mmsr world / mmsr eval          the miniature world and the evaluation (mmsr_bench)
+    mmsr bench ...                  load benchmarks, with stand-in model and web servers
     mmsr train ...                  tiny checkpoints, GRPO, SFT, curation (mmsr_train)
 
 :data:`COMMANDS` names each sub-command's ``module:attribute`` and its one-line help; the module is
@@ -37,6 +38,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": (
         "mmsr_bench.eval.cli:eval_command",
         "Evaluate question sets in the search modes off, always and auto: the paper's table.",
+    ),
+    "bench": (
+        "mmsr_bench.load.cli:app",
+        "Load benchmarks: latency, throughput and search calls of a deployment.",
     ),
     "train": ("mmsr_train.cli:train_app", "Train search-capable checkpoints (GRPO, SFT), curate data."),
 }

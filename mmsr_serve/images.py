@@ -64,18 +64,26 @@ _SENT_AS_IS = ("PNG", "JPEG", "WEBP", "GIF")
 
 
 def file_data_url(path: str | os.PathLike[str]) -> str:
-    """An image file as a ``data:`` URL: its own bytes when it is PNG, JPEG, WebP or GIF, else
-    re-encoded as PNG. Raises :class:`ImageError` for a file that is missing or not an image."""
+    """An image file as a ``data:`` URL (:func:`bytes_data_url`). Raises :class:`ImageError` for
+    a file that is missing or not an image."""
     path = Path(path)
     try:
-        with Image.open(path) as img:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"cannot read image {path}: {exc}") from exc
+    return bytes_data_url(data, where=str(path))
+
+
+def bytes_data_url(data: bytes, *, where: str = "image") -> str:
+    """Encoded image bytes as a ``data:`` URL: the bytes themselves when they are PNG, JPEG, WebP
+    or GIF, else re-encoded as PNG. Raises :class:`ImageError` when they are not an image."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
             fmt = (img.format or "PNG").upper()
-            if fmt in _SENT_AS_IS:
-                data = path.read_bytes()
-            else:
+            if fmt not in _SENT_AS_IS:
                 fmt, data = "PNG", encode_image(img.convert("RGB"), "PNG")
     except (OSError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"cannot read image {path}: {exc}") from exc
+        raise ImageError(f"cannot read image {where}: {exc}") from exc
     return f"data:image/{fmt.lower()};base64,{base64.b64encode(data).decode()}"
 
 

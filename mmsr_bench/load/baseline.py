@@ -1,0 +1,198 @@
+"""The baseline: the search loop written client-side, as a user would write it without mmsr.
+
+:class:`ClientSideLoop` talks to the model server directly with openai-python and runs the same
+search tools (built from the same :class:`~mmsr_serve.config.AgentConfig`), the same prompt pack
+and the same limits as ``mmsr serve``: a turn is generated with the protocol's stop strings,
+parsed, and a search's results go back as the next user turn. Each message is converted to the
+wire form once, when it is added (images as data URLs: the user's as the workload sent it, each
+thumbnail encoded once), and the growing message list is sent at every turn. So ``mmsr bench``
+compares the gateway against the loop it saves its users from writing, on one workload.
+
+What it leaves out, as a hand-written loop would: format corrections (a malformed turn ends the
+run, ``invalid``), the RAG workflow (``always``) and plain chat (``off``) modes, the token budget
+across turns, retries. It records what the server's trace gives (turns, searches with latency,
+cache status and provider, tokens), so both sides fill the same
+:class:`~mmsr_bench.load.records.RequestRecord`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from mmsr_bench.load.records import RequestRecord, SearchCall
+from mmsr_bench.load.workload import RequestFactory
+from mmsr_serve.agent import render
+from mmsr_serve.agent.events import SearchRecord
+from mmsr_serve.agent.limits import Limits
+from mmsr_serve.agent.parser import parse_turn, restore_stop
+from mmsr_serve.agent.prompts import PromptPack
+from mmsr_serve.agent.protocol import STOP_STRINGS
+from mmsr_serve.backends.base import ImagePart, Message
+from mmsr_serve.errors import SearchError
+from mmsr_serve.images import InputImage, load_image, to_data_url
+from mmsr_serve.search.costs import track_costs
+from mmsr_serve.search.factory import SearchTools
+
+__all__ = ["ClientSideLoop"]
+
+
+class ClientSideLoop:
+    """Run a workload item through the protocol against an OpenAI-compatible model server."""
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        model: str,
+        factory: RequestFactory,
+        tools: SearchTools,
+        pack: PromptPack,
+        limits: Limits,
+        stream: bool = False,
+        temperature: float | None = None,
+    ) -> None:
+        self.client = client
+        """An ``openai.AsyncOpenAI`` pointed at the model server."""
+        self.model, self.factory, self.tools, self.pack, self.limits = model, factory, tools, pack, limits
+        self.stream, self.temperature = stream, temperature
+        self._images: dict[int, InputImage] = {}
+
+    async def run(self, index: int, record: RequestRecord) -> RequestRecord:
+        """One item, end to end, into ``record``; failures are recorded, never raised."""
+        import openai
+
+        started = time.perf_counter()
+        try:
+            with track_costs() as ledger:
+                await self._run(index, record, started)
+            record.status, record.cost_usd = 200, ledger.total_usd
+        except openai.APIStatusError as exc:
+            record.status, record.error = exc.status_code, f"{exc.status_code}: {exc.message}"
+        except openai.APIError as exc:
+            record.error = f"{type(exc).__name__}: {exc}"
+        record.latency_s = time.perf_counter() - started
+        return record
+
+    async def _image(self, index: int) -> InputImage | None:
+        url = self.factory.image_url(index)
+        if url is None:
+            return None
+        if index not in self._images:
+            self._images[index] = await load_image(url, max_pixels=self.limits.max_image_pixels)
+        return self._images[index]
+
+    async def _run(self, index: int, record: RequestRecord, started: float) -> None:
+        item = self.factory.items[index]
+        image = await self._image(index)
+        wire: list[dict[str, Any]] = []
+        if self.pack.system:
+            wire.append({"role": "system", "content": self.pack.system})
+        first = render.first_turn(self.pack, item.question, image, self.limits)
+        wire.append(_wire(first, user_image=self.factory.image_url(index)))
+        done = {"image": 0, "text": 0}
+        record.finish_reason = "max_turns"
+        for turn in range(1, self.limits.max_turns + 1):
+            text, finish = await self._turn(wire, record, started)
+            record.turns = turn
+            wire.append({"role": "assistant", "content": text})
+            parsed = parse_turn(text)
+            if parsed.action == "answer":
+                record.finish_reason, record.answer = "stop", parsed.answer
+                if record.ttfa_s is None:
+                    record.ttfa_s = time.perf_counter() - started
+                return
+            if finish == "length":
+                record.finish_reason = "length"
+                return
+            kind = {"image_search": "image", "text_search": "text"}.get(parsed.action)
+            allowed = {"image": self.limits.max_image_searches, "text": self.limits.max_text_searches}
+            if kind is None or done[kind] >= allowed[kind] or (kind == "image" and image is None):
+                record.finish_reason = "invalid"
+                return
+            if turn == self.limits.max_turns:
+                return
+            search = await self._search(kind, parsed.query, image, turn)
+            done[kind] += 1
+            record.searches.append(
+                SearchCall(kind, search.latency_s, search.provider, search.cached, search.error)
+            )
+            wire.append(_wire(render.results_turn(self.pack, search, item.question)))
+
+    async def _turn(
+        self, wire: list[dict[str, Any]], record: RequestRecord, started: float
+    ) -> tuple[str, str]:
+        request: dict[str, Any] = {
+            "model": self.model,
+            "messages": wire,
+            "stop": list(STOP_STRINGS),
+            "max_tokens": self.limits.max_new_tokens,
+        }
+        if self.temperature is not None:
+            request["temperature"] = self.temperature
+        if not self.stream:
+            response = await self.client.chat.completions.create(**request)
+            choice = response.choices[0]
+            text, finish = choice.message.content or "", choice.finish_reason or "stop"
+            usage = response.usage
+        else:
+            pieces: list[str] = []
+            finish, usage = "stop", None
+            stream = await self.client.chat.completions.create(
+                **request, stream=True, stream_options={"include_usage": True}
+            )
+            async for chunk in stream:
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                for choice in chunk.choices:
+                    if choice.delta.content:
+                        if record.ttft_s is None:
+                            record.ttft_s = time.perf_counter() - started
+                        pieces.append(choice.delta.content)
+                    if choice.finish_reason:
+                        finish = choice.finish_reason
+            text = "".join(pieces)
+        if usage is not None:
+            record.prompt_tokens += usage.prompt_tokens
+            record.completion_tokens += usage.completion_tokens
+        return restore_stop(text, finish), finish
+
+    async def _search(
+        self, kind: str, query: str | None, image: InputImage | None, turn: int
+    ) -> SearchRecord:
+        started = time.perf_counter()
+        try:
+            if kind == "image":
+                assert self.tools.image is not None and image is not None
+                call = self.tools.image.search_image(image, self.limits.top_k)
+            else:
+                assert self.tools.text is not None and query is not None
+                call = self.tools.text.search_text(query, self.limits.top_k)
+            results = await asyncio.wait_for(call, self.limits.search_timeout_s)
+        except (SearchError, asyncio.TimeoutError) as exc:
+            error = str(exc) or type(exc).__name__
+            return SearchRecord(kind, query, [], turn, error=error, latency_s=time.perf_counter() - started)  # type: ignore[arg-type]
+        return SearchRecord(
+            kind,  # type: ignore[arg-type]
+            query,
+            list(results.hits[: self.limits.top_k]),
+            turn,
+            results.provider,
+            results.cached,
+            latency_s=time.perf_counter() - started,
+        )
+
+
+def _wire(message: Message, *, user_image: str | None = None) -> dict[str, Any]:
+    """A message in the OpenAI wire form, built once: ``user_image`` (the workload's own data URL
+    or URL) stands for the first image part; other images are encoded as PNG here."""
+    content: list[dict[str, Any]] = []
+    for part in message.content:
+        if isinstance(part, ImagePart):
+            url = user_image if user_image is not None else to_data_url(part.image)
+            user_image = None
+            content.append({"type": "image_url", "image_url": {"url": url}})
+        elif part.text:
+            content.append({"type": "text", "text": part.text})
+    return {"role": message.role, "content": content}
