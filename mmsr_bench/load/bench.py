@@ -136,8 +136,8 @@ async def run_bench(
                 server = compare(before, after, run.records) if after is not None else None
             seen = await standins.read(control) if standins else {}
             summary = summarize(run.measured, run.wall_s, plan.slos)
-            # the bench's own process (the load generator, and the client-side loop when it runs):
-            # near 1.0 it was a bottleneck of the figures
+            # the bench's own process: the load generator (near 1.0 it limited the figures), and for
+            # the client-side loop the loop itself, which runs in it as it would in a user's process
             summary["bench_cpu_share"] = cpu / run.wall_s if run.wall_s > 0 else math.nan
             rows.append(Row(target.label, run, summary, server, seen))
     return rows
