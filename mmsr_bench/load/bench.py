@@ -154,7 +154,8 @@ class RunOptions:
     seed: int = 0
     slos: Sequence[SLO] = ()
     stream: bool = False
-    search_mode: str = "auto"
+    search_mode: str | None = "auto"
+    """None: no mmsr fields at all (``search_mode``, ``return_trace``), for other servers."""
     image_as: ImageAs = "data"
     max_tokens: int | None = None
     extra_body: dict[str, Any] = field(default_factory=dict)
@@ -188,6 +189,7 @@ async def bench_deployment(
     baseline_url: str | None = None,
     standin_urls: dict[str, str] | None = None,
     on_done: Callable[[str, Profile], Callable[[RequestRecord], None]] | None = None,
+    label: str = "mmsr",
 ) -> list[Row]:
     """Load the server at ``url`` (and, given ``baseline_agent``, an
     :class:`~mmsr_serve.config.AgentConfig`, the client-side loop against ``baseline_url`` or
@@ -212,9 +214,10 @@ async def bench_deployment(
             search_mode=options.search_mode,
             image_as=options.image_as,
             max_tokens=options.max_tokens,
+            trace=options.search_mode is not None,
             extra_body=options.extra_body,
         )
-        targets: list[Target] = [ServerTarget("mmsr", url, factory, client, api_key, metrics_url=url)]
+        targets: list[Target] = [ServerTarget(label, url, factory, client, api_key, metrics_url=url)]
         tools = None
         if baseline_agent is not None:
             agent = baseline_agent

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -51,6 +51,8 @@ class Stack:
     """The model stand-in (OpenAI base URL, ending in ``/v1``)."""
     web_url: str
     model_name: str = "mmsr-standin"
+    pids: dict[str, int] = field(default_factory=dict)
+    """``model``, ``web``, ``server``: the process of each."""
 
     def agent_settings(self) -> dict[str, object]:
         """The agent configuration the gateway was started with, for the baseline's tools."""
@@ -107,13 +109,15 @@ def standin_stack(options: StandinOptions, *, start_timeout_s: float = 60.0) -> 
             (web_url + "/health", [*_MMSR, "bench", "standin", *web]),
             (server_url + "/health", [*_MMSR, *serve]),
         ]
-        for i, (health, command) in enumerate(commands):
-            log = Path(tmp) / f"process-{i}.log"
+        pids = {}
+        for name, (health, command) in zip(("model", "web", "server"), commands, strict=True):
+            log = Path(tmp) / f"{name}.log"
             out = stack.enter_context(log.open("wb"))
             process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
             stack.callback(_stop, process)
+            pids[name] = process.pid
             _wait(health, process, log, start_timeout_s)
-        yield Stack(server_url, model_url + "/v1", web_url)
+        yield Stack(server_url, model_url + "/v1", web_url, pids=pids)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
