@@ -4,9 +4,10 @@
 search tools (built from the same :class:`~mmsr_serve.config.AgentConfig`), the same prompt pack
 and the same limits as ``mmsr serve``: a turn is generated with the protocol's stop strings,
 parsed, and a search's results go back as the next user turn. Each message is converted to the
-wire form once, when it is added (images as data URLs: the user's as the workload sent it, each
-thumbnail encoded once), and the growing message list is sent at every turn. So ``mmsr bench``
-compares the gateway against the loop it saves its users from writing, on one workload.
+wire form once, when it is added (images as PNG data URLs, the user's bounded to
+``max_image_pixels`` as the server bounds it), off the event loop, and the growing message
+list is sent at every turn. So ``mmsr bench`` compares the gateway against the loop it saves
+its users from writing, on one workload.
 
 What it leaves out, as a hand-written loop would: format corrections (a malformed turn ends the
 run, ``invalid``), the RAG workflow (``always``) and plain chat (``off``) modes, the token budget
@@ -57,7 +58,6 @@ class ClientSideLoop:
         """An ``openai.AsyncOpenAI`` pointed at the model server."""
         self.model, self.factory, self.tools, self.pack, self.limits = model, factory, tools, pack, limits
         self.stream, self.temperature = stream, temperature
-        self._images: dict[int, InputImage] = {}
 
     async def run(self, index: int, record: RequestRecord) -> RequestRecord:
         """One item, end to end, into ``record``; failures are recorded, never raised."""
@@ -70,18 +70,15 @@ class ClientSideLoop:
             record.status, record.cost_usd = 200, ledger.total_usd
         except openai.APIStatusError as exc:
             record.status, record.error = exc.status_code, f"{exc.status_code}: {exc.message}"
-        except openai.APIError as exc:
+        except Exception as exc:  # a connection error, a bad image: a failed request, recorded
             record.error = f"{type(exc).__name__}: {exc}"
         record.latency_s = time.perf_counter() - started
         return record
 
     async def _image(self, index: int) -> InputImage | None:
+        """The item's image decoded and bounded as the server does it, for every request anew."""
         url = self.factory.image_url(index)
-        if url is None:
-            return None
-        if index not in self._images:
-            self._images[index] = await load_image(url, max_pixels=self.limits.max_image_pixels)
-        return self._images[index]
+        return None if url is None else await load_image(url, max_pixels=self.limits.max_image_pixels)
 
     async def _run(self, index: int, record: RequestRecord, started: float) -> None:
         item = self.factory.items[index]
@@ -90,7 +87,8 @@ class ClientSideLoop:
         if self.pack.system:
             wire.append({"role": "system", "content": self.pack.system})
         first = render.first_turn(self.pack, item.question, image, self.limits)
-        wire.append(_wire(first, user_image=self.factory.image_url(index)))
+        # the image as the server sends it: bounded to max_image_pixels, encoded as PNG
+        wire.append(await asyncio.to_thread(_wire, first))
         done = {"image": 0, "text": 0}
         record.finish_reason = "max_turns"
         for turn in range(1, self.limits.max_turns + 1):
@@ -100,7 +98,7 @@ class ClientSideLoop:
             parsed = parse_turn(text)
             if parsed.action == "answer":
                 record.finish_reason, record.answer = "stop", parsed.answer
-                if record.ttfa_s is None:
+                if self.stream and record.ttfa_s is None:
                     record.ttfa_s = time.perf_counter() - started
                 return
             if finish == "length":
@@ -108,7 +106,13 @@ class ClientSideLoop:
                 return
             kind = {"image_search": "image", "text_search": "text"}.get(parsed.action)
             allowed = {"image": self.limits.max_image_searches, "text": self.limits.max_text_searches}
-            if kind is None or done[kind] >= allowed[kind] or (kind == "image" and image is None):
+            tool = {"image": self.tools.image, "text": self.tools.text}.get(kind or "")
+            if (
+                kind is None
+                or tool is None
+                or done[kind] >= allowed[kind]
+                or (kind == "image" and image is None)
+            ):
                 record.finish_reason = "invalid"
                 return
             if turn == self.limits.max_turns:
@@ -118,7 +122,8 @@ class ClientSideLoop:
             record.searches.append(
                 SearchCall(kind, search.latency_s, search.provider, search.cached, search.error)
             )
-            wire.append(_wire(render.results_turn(self.pack, search, item.question)))
+            results = render.results_turn(self.pack, search, item.question)
+            wire.append(await asyncio.to_thread(_wire, results))
 
     async def _turn(
         self, wire: list[dict[str, Any]], record: RequestRecord, started: float
@@ -184,15 +189,12 @@ class ClientSideLoop:
         )
 
 
-def _wire(message: Message, *, user_image: str | None = None) -> dict[str, Any]:
-    """A message in the OpenAI wire form, built once: ``user_image`` (the workload's own data URL
-    or URL) stands for the first image part; other images are encoded as PNG here."""
+def _wire(message: Message) -> dict[str, Any]:
+    """A message in the OpenAI wire form, built once (images encoded as PNG here)."""
     content: list[dict[str, Any]] = []
     for part in message.content:
         if isinstance(part, ImagePart):
-            url = user_image if user_image is not None else to_data_url(part.image)
-            user_image = None
-            content.append({"type": "image_url", "image_url": {"url": url}})
+            content.append({"type": "image_url", "image_url": {"url": to_data_url(part.image)}})
         elif part.text:
             content.append({"type": "text", "text": part.text})
     return {"role": message.role, "content": content}

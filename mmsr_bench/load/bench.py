@@ -10,7 +10,6 @@ same state; each run reads the server's ``/metrics`` and the stand-ins' counters
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -102,6 +101,11 @@ class StandinProbe:
         return out
 
 
+def _is_mmsr(snapshot: dict[Any, float]) -> bool:
+    """Whether ``/metrics`` is mmsr's (a model server's own, vLLM's, has none of its counters)."""
+    return any(name == "mmsr_requests_in_flight" for name, _ in snapshot)
+
+
 async def run_bench(
     targets: Sequence[Target],
     order: Sequence[int],
@@ -115,10 +119,13 @@ async def run_bench(
     rows = []
     for profile in plan.profiles:
         for target in targets:
-            if standins:
-                await standins.reset(control)
             before = await read_metrics(control, target.metrics_url) if target.metrics_url else None
-            cpu = time.process_time()
+            probe = standins
+
+            async def after_warmup(probe: StandinProbe | None = probe) -> None:
+                if probe:  # the stand-ins' counters cover the measured requests only
+                    await probe.reset(control)
+
             run = await run_profile(
                 profile,
                 target.send,
@@ -128,17 +135,17 @@ async def run_bench(
                 duration_s=plan.duration_s,
                 seed=plan.seed,
                 on_done=on_done(target.label, profile) if on_done else lambda record: None,
+                after_warmup=after_warmup,
             )
-            cpu = time.process_time() - cpu
             server = None
-            if before is not None and target.metrics_url:
+            if before is not None and target.metrics_url and _is_mmsr(before):
                 after = await read_settled(control, target.metrics_url)
                 server = compare(before, after, run.records) if after is not None else None
             seen = await standins.read(control) if standins else {}
             summary = summarize(run.measured, run.wall_s, plan.slos)
             # the bench's own process: the load generator (near 1.0 it limited the figures), and for
             # the client-side loop the loop itself, which runs in it as it would in a user's process
-            summary["bench_cpu_share"] = cpu / run.wall_s if run.wall_s > 0 else math.nan
+            summary["bench_cpu_share"] = run.cpu_s / run.wall_s if run.wall_s > 0.05 else math.nan
             rows.append(Row(target.label, run, summary, server, seen))
     return rows
 
@@ -227,13 +234,14 @@ async def bench_deployment(
             base_model = agent.model or await served_model(control, model_url.removesuffix("/v1"))
             tools = agent.build_search()
             pack_file = agent.prompt_pack_file()
+            openai_client = openai.AsyncOpenAI(
+                base_url=model_url,
+                api_key=agent.backend_api_key or "none",
+                timeout=options.timeout_s,
+                max_retries=0,
+            )
             loop = ClientSideLoop(
-                openai.AsyncOpenAI(
-                    base_url=model_url,
-                    api_key=agent.backend_api_key or "none",
-                    timeout=options.timeout_s,
-                    max_retries=0,
-                ),
+                openai_client,
                 model=base_model,
                 factory=factory,
                 tools=tools,
@@ -255,3 +263,4 @@ async def bench_deployment(
         finally:
             if tools is not None:
                 await tools.aclose()
+                await openai_client.close()

@@ -92,6 +92,8 @@ def run(
     With --baseline, the same workload also runs through the search loop written client-side
     against the model server, so that mmsr serve and the hand-written loop compare in one table.
     """
+    import httpx
+
     from mmsr_bench.load.bench import RunOptions, bench_deployment
     from mmsr_bench.load.profiles import parse_profile
     from mmsr_bench.load.stats import parse_slo
@@ -114,6 +116,19 @@ def run(
         items = load_workload(data)
     except (ValueError, WorkloadError) as exc:
         raise typer.BadParameter(str(exc)) from exc
+    if not stream and any(s.metric != "latency" for s in slos):
+        raise typer.BadParameter("ttft and ttfa SLOs need --stream (no deltas are timed otherwise)")
+    if baseline and (search_mode != "auto" or extra):
+        raise typer.BadParameter(
+            "--baseline runs the loop in the auto search mode with the agent configuration's limits: "
+            "it takes no --search-mode other than auto and no --extra-body (set limits in --config)"
+        )
+    if standins and baseline_url:
+        raise typer.BadParameter("--baseline-url is the model stand-in with --standins; leave it out")
+    import signal
+
+    # SIGTERM ends the run like Ctrl-C: the stand-ins and the server it started are stopped
+    signal.signal(signal.SIGTERM, _interrupt)
     options = RunOptions(
         profiles=profiles,
         slos=slos,
@@ -146,11 +161,16 @@ def run(
                 mix=mix,
                 web_latency=web_latency,
                 seed=seed,
+                config=config,
             )
             typer.echo("starting the stand-ins and mmsr serve ...", err=True)
             with standin_stack(stack_options) as stack:
                 agent = _agent_config(
-                    config, index, stack.agent_settings(), {"SEARXNG_BASE_URL": stack.web_url}
+                    config,
+                    index,
+                    stack.agent_settings(),
+                    {"SEARXNG_BASE_URL": stack.web_url},
+                    max_tokens=max_tokens,
                 )
                 probe = {"model": stack.model_url.removesuffix("/v1"), "web": stack.web_url}
                 rows = asyncio.run(
@@ -168,7 +188,7 @@ def run(
                 )
         else:
             assert url is not None
-            agent = _agent_config(config, index, {}, {}) if baseline else None
+            agent = _agent_config(config, index, {}, {}, max_tokens=max_tokens) if baseline else None
             rows = asyncio.run(
                 bench_deployment(
                     items,
@@ -181,8 +201,8 @@ def run(
                     on_done=_progress(options) if progress else None,
                 )
             )
-    except (RuntimeError, ValueError, OSError) as exc:
-        typer.echo(f"error: {exc}", err=True)
+    except (RuntimeError, ValueError, OSError, httpx.HTTPError) as exc:
+        typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(1) from exc
     from mmsr_bench.load.report import text_table, write_outputs
 
@@ -208,14 +228,18 @@ def run(
     typer.echo(f"results written to {folder}/ ({', '.join(p.name for p in written)})")
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def _agent_config(
-    config: Path | None, index: Path | None, settings: dict[str, Any], env: dict[str, str]
+    config: Path | None, index: Path | None, settings: dict[str, Any], env: dict[str, str], **limits: Any
 ) -> Any:
     import os
 
     from mmsr_serve.config import AgentConfig
 
-    overrides = {**settings, "index": index, "search_cache": "off" if settings else None}
+    overrides = {**settings, "index": index, "search_cache": "off" if settings else None, **limits}
     return AgentConfig.load(config, env={**os.environ, **env}, **overrides)
 
 

@@ -53,8 +53,8 @@ async def send_chat(
                 _read_completion(_loads(response.content), record)
     except httpx.HTTPError as exc:
         record.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    except ValueError as exc:  # JSON that does not parse
-        record.error = f"bad response body: {exc}"
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:  # JSON not shaped as expected
+        record.error = f"bad response body: {type(exc).__name__}: {exc}"
     record.latency_s = time.perf_counter() - started
     return record
 
@@ -73,11 +73,13 @@ async def _streamed(
             record.error = _error_of(_json_or_none(await response.aread()), response.status_code)
             return
         answer: list[str] = []
+        done = False
         async for line in response.aiter_lines():
             if not line.startswith("data:"):
                 continue
             data = line[5:].strip()
             if data == "[DONE]":
+                done = True
                 break
             chunk = _loads(data)
             if "error" in chunk:
@@ -101,6 +103,8 @@ async def _streamed(
             if chunk.get("trace"):
                 read_trace(chunk["trace"], record)
         record.answer = "".join(answer) if answer else None
+        if not done and record.error is None:
+            record.error = "the stream ended without [DONE]"
         if record.turns == 0 and record.finish_reason is not None:
             record.turns = 1
 

@@ -14,6 +14,7 @@ passed, whichever comes first, and waits for the requests in flight.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -63,7 +64,7 @@ def parse_profile(text: str, burstiness: float = 1.0) -> Profile:
             return Profile("concurrency", n)
         if name in ("rate", "r"):
             rate = float(value)
-            if rate <= 0 or burstiness <= 0:
+            if not (math.isfinite(rate) and rate > 0 and math.isfinite(burstiness) and burstiness > 0):
                 raise ValueError
             return Profile("rate", rate, burstiness)
     except ValueError:
@@ -81,6 +82,9 @@ class ProfileRun:
     wall_s: float
     """From the first measured request sent to the last one answered."""
     stopped_by: Literal["requests", "duration"]
+    cpu_s: float = 0.0
+    """CPU time of this process over the measured part (the load generator, and the client-side
+    loop when it is the target)."""
 
     @property
     def measured(self) -> list[RequestRecord]:
@@ -97,6 +101,7 @@ async def run_profile(
     duration_s: float | None = None,
     seed: int = 0,
     on_done: Callable[[RequestRecord], None] = lambda record: None,
+    after_warmup: Callable[[], Awaitable[None]] | None = None,
 ) -> ProfileRun:
     """Drive ``send`` with ``profile``: ``order[i]`` is the workload item of request ``i``
     (``len(order) >= warmup + requests``)."""
@@ -107,12 +112,18 @@ async def run_profile(
     async def one(i: int, start: float, warm: bool) -> None:
         record = RequestRecord(index=i, item=str(order[i]), start_s=time.perf_counter() - start, warmup=warm)
         records.append(record)
-        await send(order[i], record)
+        try:
+            await send(order[i], record)
+        except Exception as exc:  # a failure of the sender itself is a failed request, not the end
+            record.error = record.error or f"{type(exc).__name__}: {exc}"
         on_done(record)
 
     if warmup:
         t0 = time.perf_counter()
         await _closed_loop(lambda i: one(i, t0, True), range(warmup), profile.concurrency or 1, None, t0)
+    if after_warmup is not None:
+        await after_warmup()
+    cpu = time.process_time()
     start = time.perf_counter()
     deadline = start + duration_s if duration_s is not None else None
     indices = range(warmup, warmup + requests)
@@ -125,7 +136,8 @@ async def run_profile(
             lambda i: one(i, start, False), indices, profile.value, profile.burstiness, deadline, seed
         )
     wall = time.perf_counter() - start
-    return ProfileRun(profile, records, wall, "requests" if sent == requests else "duration")
+    cpu = time.process_time() - cpu
+    return ProfileRun(profile, records, wall, "requests" if sent == requests else "duration", cpu)
 
 
 async def _closed_loop(

@@ -23,7 +23,7 @@ class RequestRecord:
     index: int
     """Position in the run's request order (warm-up requests included)."""
     item: str
-    """The workload item's id."""
+    """The workload item (its index in the workload file's order)."""
     start_s: float
     """When the request was sent, from the start of the run."""
     latency_s: float = 0.0

@@ -39,6 +39,8 @@ class StandinOptions:
     page_latency: str = "0"
     seed: int = 0
     search_cache: str = "off"
+    config: Path | None = None
+    """The agent configuration file the gateway reads (``--config``); the baseline reads it too."""
     serve_args: tuple[str, ...] = ()
     """More ``mmsr serve`` flags (``--max-concurrent-requests``, ``--workers`` ...)."""
 
@@ -104,6 +106,8 @@ def standin_stack(options: StandinOptions, *, start_timeout_s: float = 60.0) -> 
         serve = ["serve", "--port", str(ports[2]), "--backend", "openai", "--backend-url", model_url + "/v1"]
         serve += ["--model", "mmsr-standin", "--index", str(o.index), "--image-search", "local"]
         serve += ["--text-search", "searxng", "--search-cache", o.search_cache, *o.serve_args]
+        if o.config is not None:
+            serve += ["--config", str(o.config)]
         commands: list[tuple[str, Sequence[str]]] = [
             (model_url + "/health", [*_MMSR, "bench", "standin", *model]),
             (web_url + "/health", [*_MMSR, "bench", "standin", *web]),

@@ -98,6 +98,9 @@ def trace_of(
     """Every turn (text, action, latency, tokens) and search (latency, cache status), in order."""
     steps: list[dict[str, Any]] = []
     for choice, result in enumerate(results, start=first_choice):
+        for search in result.searches:  # run before the first turn (the ``always`` mode)
+            if search.turn == 0:
+                steps.append({"choice": choice, "type": "search", **search_event(search)})
         for turn in result.turns:
             parsed = turn.parsed
             steps.append(

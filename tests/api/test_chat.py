@@ -92,9 +92,19 @@ async def test_search_mode_always_searches_twice(
     backend = ScriptedBackend([text_search(doc), f"{R}<answer>{answer}</answer>"])
     client = app_client(backend, local_index)
     body = {"messages": [user_with_image("Who designed this?", doc_image_url)], "search_mode": "always"}
+    body["return_trace"] = True
     data = (await client.post("/v1/chat/completions", json=body)).json()
     assert data["usage"]["search_calls"] == {"image": 1, "text": 1}
     assert data["choices"][0]["message"]["content"] == answer
+    # the trace shows the image search run before the first turn, in order
+    steps = [(s["type"], s.get("kind"), s.get("turn")) for s in data["trace"]["steps"]]
+    assert steps == [
+        ("search", "image", 0),
+        ("turn", None, 1),
+        ("search", "text", 1),
+        ("turn", None, 2),
+        ("finish", None, None),
+    ]
 
 
 async def test_history_and_system_messages_reach_the_model(app_client: AppClient) -> None:
