@@ -15,7 +15,6 @@ body; each distinct image is encoded once, as the original file's bytes in a dat
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from collections.abc import Mapping, Sequence
@@ -67,34 +66,31 @@ def load_workload(path: str | os.PathLike[str]) -> list[WorkItem]:
 
 
 def _jsonl_items(path: Path) -> list[WorkItem]:
+    from mmsr_bench.data import DataError, jsonl_rows
+
     items = []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path} line {line_no}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise WorkloadError(f"{where}: not JSON ({exc.msg})") from None
-        if (
-            not isinstance(row, dict)
-            or not isinstance(row.get("question"), str)
-            or not row["question"].strip()
-        ):
-            raise WorkloadError(f'{where}: expected an object with a non-empty "question"')
-        image = row.get("image")
-        if image is not None and not isinstance(image, str):
-            raise WorkloadError(f'{where}: "image" must be a path or a URL')
-        if image and not image.startswith(("http://", "https://", "data:")):
-            image = str(path.parent / image) if not os.path.isabs(image) else image
-            if not Path(image).is_file():
-                raise WorkloadError(f"{where}: image {image} does not exist")
-        answers = row.get("answers", ())
-        answers = (answers,) if isinstance(answers, str) else tuple(str(a) for a in answers or ())
-        items.append(
-            WorkItem(str(row.get("id") or f"{path.stem}-{line_no}"), row["question"], image or None, answers)
-        )
+    try:
+        for line_no, where, row in jsonl_rows(path):
+            items.append(_item(row, where, path, line_no))
+    except DataError as exc:
+        raise WorkloadError(str(exc)) from None
     return items
+
+
+def _item(row: dict[str, Any], where: str, path: Path, line_no: int) -> WorkItem:
+    question = row.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise WorkloadError(f'{where}: expected an object with a non-empty "question"')
+    image = row.get("image")
+    if image is not None and not isinstance(image, str):
+        raise WorkloadError(f'{where}: "image" must be a path or a URL')
+    if image and not image.startswith(("http://", "https://", "data:")):
+        image = image if os.path.isabs(image) else str(path.parent / image)
+        if not Path(image).is_file():
+            raise WorkloadError(f"{where}: image {image} does not exist")
+    answers = row.get("answers", ())
+    answers = (answers,) if isinstance(answers, str) else tuple(str(a) for a in answers or ())
+    return WorkItem(str(row.get("id") or f"{path.stem}-{line_no}"), question, image or None, answers)
 
 
 def request_order(items: int, requests: int, seed: int) -> list[int]:

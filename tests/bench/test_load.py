@@ -75,6 +75,7 @@ def test_workloads_resolve_images_and_name_bad_rows(tmp_path: Path) -> None:
 
     for text, message in [
         ("not json\n", "line 1: not JSON"),
+        ("[1]\n", "expected a JSON object"),
         ('{"image": "a.png"}\n', 'non-empty "question"'),
         ('{"question": "q", "image": "missing.png"}\n', "missing.png does not exist"),
         ("", "no questions"),
