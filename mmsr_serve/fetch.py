@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from mmsr_serve._tls import client_ssl_context
 from mmsr_serve.errors import FetchError, ImageError
 
 __all__ = ["FetchError", "Fetched", "SafeFetcher", "is_public_address"]
@@ -158,7 +159,11 @@ class SafeFetcher:
         # No connection reuse: a pooled TLS connection to an IP was verified for one hostname only.
         limits = httpx.Limits(max_keepalive_connections=0)
         client = httpx.AsyncClient(
-            transport=self._transport, timeout=self.timeout_s, limits=limits, trust_env=False
+            transport=self._transport,
+            timeout=self.timeout_s,
+            limits=limits,
+            trust_env=False,
+            verify=client_ssl_context(trust_env=False),
         )
         try:
             yield client

@@ -17,8 +17,9 @@ import io
 import json
 import math
 import random
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from PIL import Image, ImageDraw
 
@@ -130,6 +131,19 @@ def make_corpus(root: Path, n: int = 12, seed: int = 0) -> Path:
         for row in rows:
             f.write(json.dumps(row) + "\n")
     return root
+
+
+class DefaultCorpus(NamedTuple):
+    """A corpus folder written by :func:`make_corpus` and its index, built elsewhere."""
+
+    root: Path
+    index: Path
+
+
+def copy_corpus(src: Path, dest: Path) -> Path:
+    """A copy of the corpus folder ``src`` at ``dest``: fresh files, as if :func:`make_corpus` had
+    written them there (the index, if ``src`` holds one, is copied too)."""
+    return Path(shutil.copytree(src, dest, copy_function=shutil.copyfile))
 
 
 def read_docs(root: Path) -> list[dict[str, Any]]:

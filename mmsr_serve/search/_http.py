@@ -29,6 +29,7 @@ import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
+from mmsr_serve._tls import client_ssl_context
 from mmsr_serve.errors import (
     ProviderAuthError,
     ProviderError,
@@ -142,7 +143,9 @@ class ApiClient:
         self.retry = retry or RetryPolicy()
         self.max_bytes = max_bytes
         self.status_hints = dict(status_hints or {})
-        self._client = httpx.AsyncClient(timeout=timeout_s, transport=transport, follow_redirects=False)
+        self._client = httpx.AsyncClient(
+            timeout=timeout_s, transport=transport, follow_redirects=False, verify=client_ssl_context()
+        )
 
     def __repr__(self) -> str:
         return f"ApiClient({self.provider!r}, {self.base_url!r})"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import httpx
 
@@ -50,13 +51,23 @@ async def test_streaming_disconnect_stops_the_request_to_vllm(
     assert await wait_for(model_server.cancelled)
 
 
+async def leave_once_the_turn_started(backend: BlockingBackend, request: Awaitable[object]) -> None:
+    """Send ``request``; hang up (close the connection) once the backend's turn has started."""
+    task = asyncio.ensure_future(request)
+    assert await wait_for(backend.started)
+    assert not task.done()  # no answer yet: the client leaves while the server is still working
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def test_non_streaming_disconnect_cancels_too(live_app: Callable[..., LiveServer]) -> None:
     backend = BlockingBackend(first_delta=None)
     app = create_app(Settings(model=MODEL), backend=backend)
     server = live_app(app)
-    async with httpx.AsyncClient(timeout=0.5) as client:
-        with contextlib.suppress(httpx.ReadTimeout):
-            await client.post(server.url + "/v1/chat/completions", json=BODY)
+    async with httpx.AsyncClient(timeout=10) as client:
+        request = client.post(server.url + "/v1/chat/completions", json=BODY)
+        await leave_once_the_turn_started(backend, request)
     assert await wait_for(backend.cancelled)
     assert await wait_for(_flag(lambda: in_flight(app) == 0))
 
@@ -64,14 +75,13 @@ async def test_non_streaming_disconnect_cancels_too(live_app: Callable[..., Live
 async def test_disconnect_while_waiting_for_the_first_token(live_app: Callable[..., LiveServer]) -> None:
     backend = BlockingBackend(first_delta=None)  # the stream has not started: headers not sent yet
     server = live_app(create_app(Settings(model=MODEL), backend=backend))
-    async with httpx.AsyncClient(timeout=0.5) as client:
-        try:
-            async with client.stream(
-                "POST", server.url + "/v1/chat/completions", json={**BODY, "stream": True}
-            ):
-                pass
-        except httpx.ReadTimeout:
+
+    async def open_the_stream() -> None:
+        async with client.stream("POST", server.url + "/v1/chat/completions", json={**BODY, "stream": True}):
             pass
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        await leave_once_the_turn_started(backend, open_the_stream())
     assert await wait_for(backend.cancelled)
 
 

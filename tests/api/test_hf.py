@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -16,7 +17,8 @@ from PIL import Image
 from mmsr_serve.api import Settings, create_app
 from tests.api.conftest import data_url, user_with_image
 
-pytest.importorskip("transformers")
+if importlib.util.find_spec("transformers") is None:  # not importorskip: importing it takes seconds
+    pytest.skip("transformers is not installed", allow_module_level=True)
 
 
 async def test_in_process_hf_backend_answers(tiny: Path) -> None:

@@ -42,6 +42,7 @@ class Reply:
     stop_reason: str | int | None = None
     usage: tuple[int, int] = (11, 3)
     pause_s: float = 0.0  # between the first content chunk and the rest
+    hold: threading.Event | None = None  # after the first content chunk, wait until it is set (10 s at most)
     break_after_first: bool = False  # drop the connection after the first content chunk
 
 
@@ -119,6 +120,8 @@ class StandIn:
                 raise ConnectionResetError("stand-in drops the connection")
             if i == 0 and reply.pause_s:
                 await asyncio.sleep(reply.pause_s)
+            if i == 0 and reply.hold is not None:
+                await asyncio.to_thread(reply.hold.wait, 10)
         yield chunk({}, reply.finish, stop_reason=stop_reason)
         prompt, completion = reply.usage
         usage = {
@@ -137,7 +140,7 @@ class Running:
 
 
 def _serve(stand_in: StandIn) -> tuple[uvicorn.Server, threading.Thread, str]:
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # see tests/api/live.py
     sock.bind(("127.0.0.1", 0))
     config = uvicorn.Config(stand_in.app, log_level="critical", log_config=None, timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
@@ -153,8 +156,9 @@ def _serve(stand_in: StandIn) -> tuple[uvicorn.Server, threading.Thread, str]:
 def servers() -> Iterator[list[Running]]:
     started = [(stand_in, *_serve(stand_in)) for stand_in in (StandIn(), StandIn())]
     yield [Running(stand_in, url) for stand_in, _, _, url in started]
-    for _, server, thread, _ in started:
-        server.should_exit = True
+    for _, server, _, _ in started:
+        server.should_exit = True  # both stop at once: each takes ~0.2 s
+    for _, _, thread, _ in started:
         thread.join(timeout=5)
 
 
@@ -357,13 +361,17 @@ async def test_sequential_requests_alternate_between_replicas(a: Running, b: Run
 
 
 async def test_busy_replica_is_avoided(a: Running, b: Running) -> None:
-    a.stand_in.enqueue(Reply("slow answer", pause_s=0.5))
+    release = threading.Event()
+    a.stand_in.enqueue(Reply("slow answer", hold=release))
     model = backend(a.url, b.url)
     slow = model.stream(ask())
-    assert isinstance(await anext(slow), Delta)  # a now has one request in flight
-    for _ in range(2):  # the round-robin turn alone would send one of these to a
-        await model.generate(ask())
-    assert (len(a.stand_in.requests), len(b.stand_in.requests)) == (1, 2)
+    try:
+        assert isinstance(await anext(slow), Delta)  # a now has one request in flight
+        for _ in range(2):  # the round-robin turn alone would send one of these to a
+            await model.generate(ask())
+        assert (len(a.stand_in.requests), len(b.stand_in.requests)) == (1, 2)
+    finally:
+        release.set()
     assert [item async for item in slow][-1].text == "slow answer"  # type: ignore[union-attr]
     await model.aclose()
 

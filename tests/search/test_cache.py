@@ -200,8 +200,8 @@ def test_the_factory_keeps_exactly_the_tools_of_the_provider(tmp_path: Path, cor
         CachedSearch(FakeProvider(), tmp_path / "c.sqlite", mode="sometimes")  # type: ignore[arg-type]
 
 
-async def test_around_the_local_index(tmp_path: Path, corpus_dir: Path) -> None:
-    search = cached(LocalIndex(corpus_dir), tmp_path / "c.sqlite")
+async def test_around_the_local_index(tmp_path: Path, local_index: LocalIndex) -> None:
+    search = cached(local_index, tmp_path / "c.sqlite")
     first = await search.search_text("designed metres", 3)
     second = await search.search_text("Designed  Metres", 3)
     assert second.cached and second.hits == first.hits and second.provider == "local"

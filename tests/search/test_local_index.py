@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,14 +18,14 @@ from mmsr_serve.errors import ConfigError, SearchError
 from mmsr_serve.images import InputImage, encode_image, load_image
 from mmsr_serve.search.base import ImageHit, ImageSearchTool, TextHit, TextSearchTool
 from mmsr_serve.search.local import DEFAULT_INDEX_NAME, LocalIndex, build_index
-from tests.corpus_fixture import draw_image, make_corpus, read_docs, variant
+from tests.corpus_fixture import DefaultCorpus, copy_corpus, draw_image, read_docs, variant
 
 
 @pytest.fixture(scope="module")
-def shared_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One corpus for the read-only tests of this module (built once)."""
-    root = make_corpus(tmp_path_factory.mktemp("shared") / "corpus")
-    build_index(root, progress=False)
+def shared_corpus(tmp_path_factory: pytest.TempPathFactory, default_corpus: DefaultCorpus) -> Path:
+    """One corpus, indexed, for the read-only tests of this module (the session's, copied once)."""
+    root = copy_corpus(default_corpus.root, tmp_path_factory.mktemp("shared") / "corpus")
+    shutil.copyfile(default_corpus.index, root / DEFAULT_INDEX_NAME)
     return root
 
 

@@ -2,8 +2,8 @@
 
 ``tiny`` (tests/conftest.py): the session's tiny random Qwen2.5-VL folder
 (:func:`mmsr_train.tiny_model.build_tiny_qwen2_5_vl`). ``processor``: its processor.
-``corpus`` / ``index``: the fixture corpus of :mod:`tests.corpus_fixture` and its built
-:class:`~mmsr_serve.search.local.LocalIndex`.
+``corpus`` / ``index``: the fixture corpus of :mod:`tests.corpus_fixture` (a copy of the session's
+``default_corpus``, index included) and its :class:`~mmsr_serve.search.local.LocalIndex`.
 ``question_image``: a cropped, re-encoded copy of the first document's image, which image search
 finds. ``scripted_turns``: a valid image search -> text search -> answer trajectory about it.
 """
@@ -11,6 +11,7 @@ finds. ``scripted_turns``: a valid image search -> text search -> answer traject
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from mmsr_serve.search.local import LocalIndex
-from tests.corpus_fixture import make_corpus, read_docs, variant
+from mmsr_serve.search.local import DEFAULT_INDEX_NAME, LocalIndex
+from tests.corpus_fixture import DefaultCorpus, copy_corpus, read_docs, variant
 
 pytest.importorskip("trl")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -33,8 +34,10 @@ def processor(tiny: Path) -> Any:
 
 
 @pytest.fixture(scope="session")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_corpus(tmp_path_factory.mktemp("train-corpus") / "corpus")
+def corpus(tmp_path_factory: pytest.TempPathFactory, default_corpus: DefaultCorpus) -> Path:
+    root = copy_corpus(default_corpus.root, tmp_path_factory.mktemp("train-corpus") / "corpus")
+    shutil.copyfile(default_corpus.index, root / DEFAULT_INDEX_NAME)  # built once a session
+    return root
 
 
 @pytest.fixture(scope="session")

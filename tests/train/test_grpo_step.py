@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from PIL import Image
 
 from mmsr_train.config import GRPORunConfig
@@ -38,6 +37,8 @@ def train_file(tmp_path_factory: pytest.TempPathFactory, question_image: Image.I
 def test_one_grpo_step_with_search_rollouts(
     tiny: Path, corpus: Path, train_file: Path, scripted_turns: list[str], tmp_path: Path
 ) -> None:
+    import torch  # here, not at collection: importing it takes seconds and only this slow test needs it
+
     config = GRPORunConfig.load(
         model=str(tiny),
         train_data=str(train_file),
