@@ -25,18 +25,20 @@ from typing import Any
 from mmsr_bench.load.records import RequestRecord, SearchCall
 from mmsr_bench.load.workload import RequestFactory
 from mmsr_serve.agent import render
-from mmsr_serve.agent.events import SearchRecord
+from mmsr_serve.agent.events import SearchKind
 from mmsr_serve.agent.limits import Limits
+from mmsr_serve.agent.loop import Tools, run_search
 from mmsr_serve.agent.parser import parse_turn, restore_stop
 from mmsr_serve.agent.prompts import PromptPack
 from mmsr_serve.agent.protocol import STOP_STRINGS
 from mmsr_serve.backends.base import ImagePart, Message
-from mmsr_serve.errors import SearchError
 from mmsr_serve.images import InputImage, load_image, to_data_url
 from mmsr_serve.search.costs import track_costs
 from mmsr_serve.search.factory import SearchTools
 
 __all__ = ["ClientSideLoop"]
+
+_KINDS: dict[str, SearchKind] = {"image_search": "image", "text_search": "text"}
 
 
 class ClientSideLoop:
@@ -104,7 +106,7 @@ class ClientSideLoop:
             if finish == "length":
                 record.finish_reason = "length"
                 return
-            kind = {"image_search": "image", "text_search": "text"}.get(parsed.action)
+            kind = _KINDS.get(parsed.action)
             allowed = {"image": self.limits.max_image_searches, "text": self.limits.max_text_searches}
             tool = {"image": self.tools.image, "text": self.tools.text}.get(kind or "")
             if (
@@ -117,7 +119,8 @@ class ClientSideLoop:
                 return
             if turn == self.limits.max_turns:
                 return
-            search = await self._search(kind, parsed.query, image, turn)
+            tools = Tools(self.tools.image, self.tools.text)
+            search = await run_search(kind, parsed.query, turn, image, tools, self.limits)
             done[kind] += 1
             record.searches.append(
                 SearchCall(kind, search.latency_s, search.provider, search.cached, search.error)
@@ -162,31 +165,6 @@ class ClientSideLoop:
             record.prompt_tokens += usage.prompt_tokens
             record.completion_tokens += usage.completion_tokens
         return restore_stop(text, finish), finish
-
-    async def _search(
-        self, kind: str, query: str | None, image: InputImage | None, turn: int
-    ) -> SearchRecord:
-        started = time.perf_counter()
-        try:
-            if kind == "image":
-                assert self.tools.image is not None and image is not None
-                call = self.tools.image.search_image(image, self.limits.top_k)
-            else:
-                assert self.tools.text is not None and query is not None
-                call = self.tools.text.search_text(query, self.limits.top_k)
-            results = await asyncio.wait_for(call, self.limits.search_timeout_s)
-        except (SearchError, asyncio.TimeoutError) as exc:
-            error = str(exc) or type(exc).__name__
-            return SearchRecord(kind, query, [], turn, error=error, latency_s=time.perf_counter() - started)  # type: ignore[arg-type]
-        return SearchRecord(
-            kind,  # type: ignore[arg-type]
-            query,
-            list(results.hits[: self.limits.top_k]),
-            turn,
-            results.provider,
-            results.cached,
-            latency_s=time.perf_counter() - started,
-        )
 
 
 def _wire(message: Message) -> dict[str, Any]:

@@ -85,7 +85,7 @@ class LoopTarget:
 
 @dataclass
 class StandinProbe:
-    """The stand-ins' ``/standin/stats`` (reset before each run, read after it)."""
+    """The stand-ins' ``/standin/stats`` (reset after each run's warm-up, read after the run)."""
 
     urls: dict[str, str] = field(default_factory=dict)
     """name -> base URL (without ``/v1``)."""
@@ -120,12 +120,6 @@ async def run_bench(
     for profile in plan.profiles:
         for target in targets:
             before = await read_metrics(control, target.metrics_url) if target.metrics_url else None
-            probe = standins
-
-            async def after_warmup(probe: StandinProbe | None = probe) -> None:
-                if probe:  # the stand-ins' counters cover the measured requests only
-                    await probe.reset(control)
-
             run = await run_profile(
                 profile,
                 target.send,
@@ -135,7 +129,8 @@ async def run_bench(
                 duration_s=plan.duration_s,
                 seed=plan.seed,
                 on_done=on_done(target.label, profile) if on_done else lambda record: None,
-                after_warmup=after_warmup,
+                # the stand-ins' counters cover the measured requests only
+                after_warmup=(lambda: standins.reset(control)) if standins else None,
             )
             server = None
             if before is not None and target.metrics_url and _is_mmsr(before):

@@ -9,23 +9,16 @@ searches.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
+from mmsr_bench.fastjson import loads as _loads
 from mmsr_bench.load.records import RequestRecord, SearchCall
 
 __all__ = ["read_trace", "send_chat"]
-
-try:  # a faster JSON parser where installed
-    import orjson
-
-    _loads: Any = orjson.loads
-except ImportError:  # pragma: no cover - depends on the environment
-    _loads = json.loads
 
 
 async def send_chat(

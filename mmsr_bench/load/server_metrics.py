@@ -8,6 +8,8 @@ model server, a server behind a gateway that hides it) gives no server-side figu
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,9 +49,6 @@ async def read_settled(
     """The counters once the server has finished the run: nothing in flight and two reads
     ``interval_s`` apart agreeing (a streamed response is counted after its last byte, which the
     client may have read a moment before). After ``timeout_s``, the last read."""
-    import asyncio
-    import time
-
     deadline = time.monotonic() + timeout_s
     last = await read_metrics(client, base_url)
     while last is not None and time.monotonic() < deadline:

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +25,6 @@ __all__ = ["SLO", "parse_slo", "percentile", "summarize"]
 
 _METRICS = ("latency", "ttft", "ttfa")
 _ALIASES = {"e2e": "latency", "e2el": "latency", "latency": "latency", "ttft": "ttft", "ttfa": "ttfa"}
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s)?\s*$")
 
 
 @dataclass(frozen=True)
@@ -46,13 +44,16 @@ class SLO:
 
 def parse_slo(text: str) -> SLO:
     """``e2e:2s``, ``latency:1500ms``, ``ttft:200ms``, ``ttfa:1s`` (a bare number is seconds)."""
+    from mmsr_bench.standins.latency import parse_duration
+
     name, _, value = text.partition(":")
     metric = _ALIASES.get(name.strip().lower())
-    match = _DURATION.match(value)
-    if metric is None or match is None:
-        raise ValueError(f"{text!r} is not an SLO: use e2e:2s, ttft:200ms or ttfa:1s")
-    number = float(match.group(1))
-    return SLO(metric, number / 1000 if match.group(2) == "ms" else number)
+    try:
+        if metric is None:
+            raise ValueError(name)
+        return SLO(metric, parse_duration(value))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an SLO: use e2e:2s, ttft:200ms or ttfa:1s") from None
 
 
 def percentile(values: Sequence[float], q: float) -> float:

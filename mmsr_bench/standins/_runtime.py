@@ -1,4 +1,4 @@
-"""What both stand-ins share: fast JSON, the in-flight gauge, the event-loop lag probe, the lifespan
+"""What both stand-ins share: JSON responses, the in-flight gauge, the event-loop lag probe, the lifespan
 that runs the probe, and the ``/health``, ``/standin/stats`` and ``/standin/reset`` routes.
 
 Saturation: a background task sleeps 5 ms in a loop and records by how much each sleep overshot.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -24,10 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-try:
-    import orjson
-except ImportError:  # pragma: no cover - orjson is optional
-    orjson = None  # type: ignore[assignment]
+from mmsr_bench.fastjson import dumps, loads
 
 __all__ = [
     "InFlight",
@@ -43,20 +39,6 @@ __all__ = [
 LAG_INTERVAL_S = 0.005
 LAG_WINDOW = 1000
 SATURATED_P99_MS = 10.0
-
-
-def dumps(value: Any) -> bytes:
-    """``value`` as compact UTF-8 JSON (orjson when it is installed)."""
-    if orjson is not None:
-        return orjson.dumps(value)
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def loads(data: bytes) -> Any:
-    """Parsed JSON; ValueError when ``data`` is not JSON (orjson's error is one)."""
-    if orjson is not None:
-        return orjson.loads(data)
-    return json.loads(data)
 
 
 def json_response(value: Any, status: int = 200) -> Response:

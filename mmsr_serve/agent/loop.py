@@ -137,7 +137,7 @@ async def agent_loop(
     finish = _Finish("max_turns")
     if mode == "always" and tools.image is not None and image is not None and limits.max_image_searches:
         yield SearchStarted(0, "image", None)
-        searches.append(await _run_search(_Search("image", None), 0, image, tools, limits))
+        searches.append(await run_search("image", None, 0, image, tools, limits))
         yield SearchFinished(searches[-1])
         messages.append(render.results_turn(pack, searches[-1], question))
         pending = _estimate_tokens(messages[-1])
@@ -202,7 +202,7 @@ async def agent_loop(
             messages.append(Message.of("user", step.message))
         else:
             yield SearchStarted(turn, step.kind, step.query)
-            search = await _run_search(step, turn, image, tools, limits)
+            search = await run_search(step.kind, step.query, turn, image, tools, limits)
             searches.append(search)
             yield SearchFinished(search)
             messages.append(render.results_turn(pack, search, question))
@@ -285,31 +285,30 @@ def _estimate_tokens(message: Message) -> int:
     return len(message.text) // 4 + 100 * len(message.images)
 
 
-async def _run_search(
-    step: _Search, turn: int, image: InputImage | None, tools: Tools, limits: Limits
+async def run_search(
+    kind: SearchKind, query: str | None, turn: int, image: InputImage | None, tools: Tools, limits: Limits
 ) -> SearchRecord:
+    """One search with its tool within ``limits.search_timeout_s``; a failure or a timeout is a
+    record carrying its error (the model is told), never an exception. The client-side loop of
+    ``mmsr bench`` searches through it too."""
     started = time.perf_counter()
     try:
         results: SearchResults
-        if step.kind == "image":
+        if kind == "image":
             assert tools.image is not None and image is not None  # guaranteed by `allowed`
             call = tools.image.search_image(image, limits.top_k)
         else:
-            assert tools.text is not None and step.query is not None
-            call = tools.text.search_text(step.query, limits.top_k)
+            assert tools.text is not None and query is not None
+            call = tools.text.search_text(query, limits.top_k)
         results = await asyncio.wait_for(call, limits.search_timeout_s)
     except SearchError as exc:
-        return SearchRecord(
-            step.kind, step.query, [], turn, error=str(exc), latency_s=time.perf_counter() - started
-        )
+        return SearchRecord(kind, query, [], turn, error=str(exc), latency_s=time.perf_counter() - started)
     except asyncio.TimeoutError:
         error = f"no answer within {limits.search_timeout_s:g} s"
-        return SearchRecord(
-            step.kind, step.query, [], turn, error=error, latency_s=time.perf_counter() - started
-        )
+        return SearchRecord(kind, query, [], turn, error=error, latency_s=time.perf_counter() - started)
     return SearchRecord(
-        step.kind,
-        step.query,
+        kind,
+        query,
         list(results.hits[: limits.top_k]),
         turn,
         results.provider,

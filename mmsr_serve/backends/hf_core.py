@@ -22,6 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from mmsr_serve.agent.protocol import cut_after_stop
+from mmsr_serve.errors import BackendError
+
 __all__ = [
     "Generated",
     "HFGeneration",
@@ -100,8 +103,6 @@ def eos_ids_of(*candidates: int | Sequence[int] | None) -> list[int]:
             if i not in ids:
                 ids.append(i)
     if not ids:
-        from mmsr_serve.errors import BackendError
-
         raise BackendError("the checkpoint names no eos token (generation_config or tokenizer)")
     return ids
 
@@ -111,8 +112,6 @@ def finish_reason(
 ) -> Finish:
     """``stop`` when an eos token or a stop string ended the turn, ``length`` when ``max_tokens``
     tokens ran out first (vLLM's rule; the eos token counts as generated)."""
-    from mmsr_serve.agent.protocol import cut_after_stop
-
     if (ids and ids[-1] in eos_ids) or (stop and cut_after_stop(text, stop)[1]):
         return "stop"
     return "length" if len(ids) >= max_tokens else "stop"
