@@ -50,7 +50,22 @@ class ImageError(InvalidInputError):
 
 
 class BackendError(MMSRError):
-    """The model backend failed to produce a completion."""
+    """The model backend failed to produce a completion.
+
+    ``status`` is the model server's HTTP status when it answered one; ``retryable`` says whether
+    another attempt may succeed (the backend's own retry policy reads it, with ``retry_after``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.retryable, self.retry_after = status, retryable, retry_after
 
 
 class BackendTimeout(BackendError):

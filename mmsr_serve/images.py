@@ -35,23 +35,51 @@ MAX_DECODED_PIXELS = 24 * 1000 * 1000
 MAX_ASPECT_RATIO = 199
 
 
+# Formats a model server decodes itself (vLLM, SGLang and OpenAI take all three as data URLs).
+WIRE_FORMATS = ("PNG", "JPEG", "WEBP")
+
+
+@dataclass(frozen=True, eq=False)
+class EncodedImage:
+    """Encoded bytes known to decode to exactly a given image: sent as they are, never re-encoded."""
+
+    data: bytes = field(repr=False)
+    format: str  # one of WIRE_FORMATS
+
+    def data_url(self) -> str:
+        return f"data:image/{self.format.lower()};base64,{base64.b64encode(self.data).decode()}"
+
+
 @dataclass(frozen=True, eq=False)
 class InputImage:
-    """A decoded, size-bounded RGB image plus what providers need to search for it."""
+    """A decoded, size-bounded RGB image plus what providers need to search for it.
+
+    ``encoded`` is ``data`` again when it decodes to exactly ``image`` (an RGB PNG, JPEG or WebP
+    that needed no downscaling), so that a backend can send it without encoding it again.
+    """
 
     image: Image.Image
     data: bytes = field(repr=False)
     sha256: str
     url: str | None = None
+    encoded: EncodedImage | None = field(default=None, repr=False)
 
     @property
     def size(self) -> tuple[int, int]:
         return self.image.size
 
 
-def encode_image(image: Image.Image, fmt: str = "PNG", quality: int = 90) -> bytes:
+def encode_image(
+    image: Image.Image, fmt: str = "PNG", quality: int = 90, subsampling: int | None = None
+) -> bytes:
+    """``image`` encoded; for JPEG at ``quality``, and ``subsampling`` 0 keeps full chroma (4:4:4)."""
     buf = io.BytesIO()
-    image.save(buf, format=fmt, **({"quality": quality} if fmt.upper() == "JPEG" else {}))
+    options: dict[str, int] = {}
+    if fmt.upper() == "JPEG":
+        options["quality"] = quality
+        if subsampling is not None:
+            options["subsampling"] = subsampling
+    image.save(buf, format=fmt, **options)
     return buf.getvalue()
 
 
@@ -110,13 +138,22 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, url: str 
                 scale = math.sqrt(max_pixels / (w * h))
                 probe.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))
             probe.load()
+            fmt, mode = probe.format, probe.mode
             image = probe.convert("RGB")
     except ImageError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageError(f"cannot decode image: {exc}") from exc
+    fitted = fit_pixels(image, max_pixels)
+    # The bytes stand for the pixels only when nothing was converted, drafted or downscaled (an
+    # RGBA or palette image would be flattened differently by the model server's decoder).
+    exact = fmt in WIRE_FORMATS and mode == "RGB" and fitted.size == (w, h)
     return InputImage(
-        image=fit_pixels(image, max_pixels), data=data, sha256=hashlib.sha256(data).hexdigest(), url=url
+        image=fitted,
+        data=data,
+        sha256=hashlib.sha256(data).hexdigest(),
+        url=url,
+        encoded=EncodedImage(data, fmt) if exact and fmt else None,
     )
 
 

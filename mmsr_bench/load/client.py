@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from mmsr_bench.fastjson import loads as _loads
+from mmsr_serve.fastjson import loads as _loads
 from mmsr_bench.load.records import RequestRecord, SearchCall
 
 __all__ = ["read_trace", "send_chat"]

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from mmsr_bench.fastjson import dumps, loads
+from mmsr_serve.fastjson import dumps, loads
 
 __all__ = [
     "InFlight",

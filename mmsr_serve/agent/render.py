@@ -24,7 +24,7 @@ def first_turn(pack: PromptPack, question: str, image: InputImage | None, limits
     if image is None:
         return Message.of("user", pack.render("first_turn_text_only", **values))
     before, _, after = pack.render("first_turn", **values).partition(IMAGE_MARKER)
-    return _user_turn([TextPart(before), ImagePart(image.image), TextPart(after)])
+    return _user_turn([TextPart(before), ImagePart.of(image), TextPart(after)])
 
 
 def results_turn(pack: PromptPack, record: SearchRecord, question: str) -> Message:
@@ -46,9 +46,9 @@ def _result_parts(pack: PromptPack, record: SearchRecord) -> list[Part]:
     for index, hit in enumerate(record.hits, start=1):
         sep = "\n" if index > 1 else ""
         if isinstance(hit, ImageHit):
-            thumbnail = hit.thumbnail_image()
+            thumbnail = hit.decoded_thumbnail()
             if thumbnail is not None:
-                parts += [TextPart(sep), ImagePart(thumbnail)]
+                parts += [TextPart(sep), ImagePart.of(thumbnail)]
                 sep = ""
             parts.append(
                 TextPart(sep + pack.render("image_result", index=index, title=hit.title, url=hit.url))

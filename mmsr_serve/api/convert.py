@@ -129,7 +129,7 @@ async def read_conversation(
             if kind == "text":
                 content.append(TextPart(value))
             elif (i, j) != search_image:
-                content.append(ImagePart(loaded[i, j].image))
+                content.append(ImagePart.of(loaded[i, j]))
         role = "system" if msg.role in ("system", "developer") else msg.role
         if content:
             history.append(Message(role, content))  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from contextlib import aclosing
 from typing import Any, TypeVar
 
+import anyio
 from starlette.requests import Request
 
 from mmsr_serve.agent.events import Event, Finished, TurnStarted
@@ -85,7 +86,7 @@ async def merged(
     finally:
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _settle(tasks)
 
 
 async def collect(events: Events, n: int) -> list[Any]:
@@ -136,4 +137,13 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
     finally:
         for task in (job, watch):
             task.cancel()
-        await asyncio.gather(job, watch, return_exceptions=True)
+        await _settle([job, watch])
+
+
+async def _settle(tasks: Sequence[asyncio.Future[Any]]) -> None:
+    """Wait for cancelled tasks to finish their clean-up (closing the backend's connection, so
+    the model server stops generating). Shielded: Starlette cancels through anyio cancel scopes,
+    which cancel the waiting task again at every await, and a cancelled ``gather`` cancels its
+    tasks again, which would cut their clean-up short."""
+    with anyio.CancelScope(shield=True):
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -14,6 +14,8 @@ from typing import Literal
 
 from PIL import Image
 
+from mmsr_serve.images import EncodedImage, InputImage
+
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length"]
 
@@ -25,7 +27,19 @@ class TextPart:
 
 @dataclass(frozen=True, eq=False)
 class ImagePart:
+    """An image in a message. ``encoded``: bytes that decode to exactly ``image``, when known.
+
+    ``wire`` is where a remote backend keeps the part's encoded form (by format) once it made it:
+    the same part goes out at every turn of a run, encoded once.
+    """
+
     image: Image.Image
+    encoded: EncodedImage | None = field(default=None, repr=False)
+    wire: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def of(cls, image: InputImage) -> ImagePart:
+        return cls(image.image, image.encoded)
 
 
 Part = TextPart | ImagePart

@@ -29,10 +29,15 @@ class ImageHit:
     def thumbnail_image(self) -> Image.Image | None:
         """The decoded thumbnail, or None when there is none or it is not a usable image (a
         provider's bad bytes must not break the run: the hit is then shown by its title only)."""
+        decoded = self.decoded_thumbnail()
+        return decoded.image if decoded else None
+
+    def decoded_thumbnail(self) -> InputImage | None:
+        """:meth:`thumbnail_image` with its encoded bytes (sent as they are where they fit)."""
         if self.thumbnail is None:
             return None
         try:
-            return decode_image(self.thumbnail, max_pixels=THUMBNAIL_MAX_PIXELS).image
+            return decode_image(self.thumbnail, max_pixels=THUMBNAIL_MAX_PIXELS)
         except ImageError:
             return None
 

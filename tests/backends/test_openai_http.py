@@ -58,9 +58,16 @@ class Hang:
     seconds: float
 
 
+@dataclass
+class Raw:
+    """A 200 text/event-stream answer made of these bytes, sent as they are."""
+
+    pieces: list[bytes]
+
+
 class StandIn:
     def __init__(self) -> None:
-        self.script: deque[Reply | Fail | Hang] = deque()
+        self.script: deque[Reply | Fail | Hang | Raw] = deque()
         self.requests: list[dict[str, object]] = []
         self.models = [MODEL]
         self.epoch = 0  # bumped between tests: a request left hanging by an earlier test stops there
@@ -71,7 +78,7 @@ class StandIn:
             ]
         )
 
-    def enqueue(self, *actions: Reply | Fail | Hang) -> None:
+    def enqueue(self, *actions: Reply | Fail | Hang | Raw) -> None:
         self.script.extend(actions)
 
     async def list_models(self, request: Request) -> Response:
@@ -96,6 +103,8 @@ class StandIn:
                 "code": action.status,
             }
             return JSONResponse({"error": error}, status_code=action.status, headers=headers)
+        if isinstance(action, Raw):
+            return StreamingResponse(_pieces(action.pieces), media_type="text/event-stream")
         return StreamingResponse(self._events(action, body), media_type="text/event-stream")
 
     async def _events(self, reply: Reply, body: dict[str, object]) -> AsyncIterator[str]:
@@ -131,6 +140,12 @@ class StandIn:
         }
         yield f"data: {json.dumps({'id': 'chatcmpl-1', 'choices': [], 'usage': usage})}\n\n"
         yield "data: [DONE]\n\n"
+
+
+async def _pieces(pieces: list[bytes]) -> AsyncIterator[bytes]:
+    for piece in pieces:
+        yield piece
+        await asyncio.sleep(0)
 
 
 @dataclass
@@ -233,7 +248,7 @@ def _decode(url: str) -> Image.Image:
 async def test_images_arrive_as_data_urls_in_part_order(a: Running) -> None:
     red, blue = Image.new("RGB", (20, 10), "red"), Image.new("RGB", (8, 16), "blue")
     message = Message.of("user", "first:", red, "then:", blue, "which?")
-    model = backend(a.url)
+    model = backend(a.url, image_format="PNG")
     await model.generate(GenerateRequest([Message.of("system", "Be brief."), message]))
     system, user = a.stand_in.requests[0]["messages"]  # type: ignore[misc]
     assert system == {"role": "system", "content": "Be brief."}
@@ -451,4 +466,169 @@ async def test_credentials_in_a_base_url_never_reach_errors(a: Running) -> None:
         await model.generate(ask())
     assert "s3cret" not in str(caught.value) and "admin" not in str(caught.value)
     assert host_port in str(caught.value)
+    await model.aclose()
+
+
+# --- the wire: what openai-python would send, images encoded once, malformed streams ---
+
+
+def _photo(size: tuple[int, int] = (96, 64)) -> Image.Image:
+    """Gradients under blurred noise: photo-like texture (a flat colour would be too easy for JPEG)."""
+    import random
+
+    from PIL import ImageFilter
+
+    rng = random.Random(0)
+    noise = Image.frombytes("RGB", size, bytes(rng.randrange(256) for _ in range(size[0] * size[1] * 3)))
+    gradient = Image.linear_gradient("L").resize(size).convert("RGB")
+    return Image.blend(gradient, noise.filter(ImageFilter.GaussianBlur(1.5)), 0.5)
+
+
+def _psnr(a: Image.Image, b: Image.Image) -> float:
+    import math
+
+    pairs = zip(a.convert("RGB").tobytes(), b.convert("RGB").tobytes(), strict=True)
+    mse = sum((x - y) ** 2 for x, y in pairs) / (a.width * a.height * 3)
+    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+async def test_the_body_is_what_openai_python_sends(a: Running) -> None:
+    # The backend no longer goes through openai-python; the model server must not notice.
+    import openai
+
+    history = [Message.of("system", "Be brief."), Message.of("user", "Hi"), Message.of("assistant", "Hello")]
+    request = GenerateRequest(
+        [*history, Message.of("user", "And now?")],
+        max_tokens=64,
+        temperature=0.7,
+        top_p=0.9,
+        seed=3,
+        stop=("</search>", "</answer>"),
+    )
+    model = backend(a.url, extra_body={"top_k": 5, "include_stop_str_in_output": False})
+    await model.generate(request)
+    await model.aclose()
+    async with openai.AsyncOpenAI(base_url=a.url, api_key="EMPTY", max_retries=0) as client:
+        stream = await client.chat.completions.create(
+            model=MODEL,
+            messages=[
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello"},
+                {"role": "user", "content": "And now?"},
+            ],
+            max_tokens=64,
+            temperature=0.7,
+            top_p=0.9,
+            seed=3,
+            stop=["</search>", "</answer>"],
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"top_k": 5, "include_stop_str_in_output": False},
+        )
+        async for _ in stream:
+            pass
+    ours, theirs = a.stand_in.requests
+    assert ours == theirs
+
+
+async def test_auto_sends_an_images_own_bytes_when_they_are_its_pixels(a: Running) -> None:
+    from mmsr_serve.backends.base import ImagePart
+    from mmsr_serve.images import decode_image, encode_image
+
+    jpeg = encode_image(_photo(), "JPEG", quality=80)
+    decoded = decode_image(jpeg)
+    assert decoded.encoded is not None and decoded.encoded.data == jpeg
+    model = backend(a.url)
+    await model.generate(GenerateRequest([Message("user", [ImagePart.of(decoded)])]))
+    (part,) = a.stand_in.requests[0]["messages"][0]["content"]  # type: ignore[index]
+    assert part["image_url"]["url"] == "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
+    await model.aclose()
+
+
+def test_only_bytes_that_are_exactly_the_pixels_are_kept_for_the_wire() -> None:
+    from mmsr_serve.images import decode_image, encode_image
+
+    assert decode_image(encode_image(_photo(), "PNG")).encoded is not None
+    assert decode_image(encode_image(_photo(), "WEBP")).encoded is not None
+    big = decode_image(encode_image(_photo((200, 100)), "PNG"), max_pixels=5000)
+    assert big.size != (200, 100) and big.encoded is None  # downscaled: the bytes are other pixels
+    rgba = Image.new("RGBA", (8, 8), (255, 0, 0, 128))
+    assert decode_image(encode_image(rgba, "PNG")).encoded is None  # flattened here, not by the server
+    assert decode_image(encode_image(_photo(), "BMP")).encoded is None  # not a wire format
+
+
+async def test_other_images_go_as_jpeg_within_a_stated_loss(a: Running) -> None:
+    photo = _photo()
+    model = backend(a.url)
+    await model.generate(GenerateRequest([Message.of("user", "look:", photo)]))
+    _, part = a.stand_in.requests[0]["messages"][0]["content"]  # type: ignore[index]
+    sent = _decode(part["image_url"]["url"])
+    # The bound: JPEG at quality 95, full chroma, keeps a picture above 40 dB PSNR (the model sees
+    # the same picture; artefacts start to show near 30 dB).
+    assert sent.format == "JPEG" and sent.size == photo.size and _psnr(sent, photo) > 40
+    await model.aclose()
+
+
+async def test_each_image_is_encoded_once_per_run(a: Running, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mmsr_serve.backends import openai_http
+
+    calls: list[tuple[int, int]] = []
+    real = openai_http.encode_image
+
+    def counting(image: Image.Image, *args: object, **kwargs: object) -> bytes:
+        calls.append(image.size)
+        return real(image, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(openai_http, "encode_image", counting)
+    messages = [Message.of("user", "look:", _photo())]
+    model = backend(a.url)
+    for turn in range(3):  # a run: the same parts go out again at every turn
+        messages.append(Message.of("assistant", f"turn {turn}"))
+        messages.append(Message.of("user", "and this:", _photo((32, 32))))
+        await model.generate(GenerateRequest(list(messages)))
+    assert sorted(calls) == sorted([(96, 64), (32, 32), (32, 32), (32, 32)])
+    first, last = a.stand_in.requests[0], a.stand_in.requests[-1]
+    assert first["messages"][0] == last["messages"][0]  # type: ignore[index]
+    await model.aclose()
+
+
+def _event(delta: dict[str, str], finish: str | None = None) -> bytes:
+    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    return f"data: {json.dumps({'choices': [choice]})}\n\n".encode()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [b"data: {not json\n\n", b"data: \xff\xfe\n\n", b'data: {"error": {"message": "engine dead"}}\n\n'],
+    ids=["invalid-json", "not-utf8", "error-event"],
+)
+async def test_a_malformed_stream_before_any_text_is_retried(a: Running, bad: bytes) -> None:
+    a.stand_in.enqueue(Raw([_event({"role": "assistant"}), bad]), Reply("second try"))
+    model = backend(a.url, max_retries=1)
+    assert (await model.generate(ask())).text == "second try"
+    await model.aclose()
+
+
+async def test_a_malformed_stream_after_text_fails_without_a_retry(a: Running) -> None:
+    a.stand_in.enqueue(Raw([_event({"content": "Hel"}), b"data: {oops\n\n"]), Reply("never sent"))
+    model = backend(a.url, max_retries=3)
+    with pytest.raises(BackendError, match="malformed stream"):
+        await model.generate(ask())
+    assert len(a.stand_in.requests) == 1
+    await model.aclose()
+
+
+async def test_events_split_anywhere_and_crlf_lines_are_read(a: Running) -> None:
+    whole = (
+        _event({"content": "Par"}).replace(b"\n", b"\r\n")
+        + b": a comment\n\n"
+        + _event({"content": "is"})
+        + _event({}, "stop")
+        + b"data: [DONE]\n\n"
+    )
+    a.stand_in.enqueue(Raw([whole[i : i + 7] for i in range(0, len(whole), 7)]))
+    model = backend(a.url)
+    deltas, done = await collect(model, ask())
+    assert (deltas, done.text, done.finish_reason) == (["Par", "is"], "Paris", "stop")
     await model.aclose()
