@@ -139,7 +139,7 @@ async def agent_loop(
         yield SearchStarted(0, "image", None)
         searches.append(await run_search("image", None, 0, image, tools, limits))
         yield SearchFinished(searches[-1])
-        messages.append(render.results_turn(pack, searches[-1], question))
+        messages.append(await _results_turn(pack, searches[-1], question))
         pending = _estimate_tokens(messages[-1])
     for turn in range(1, limits.max_turns + 1):
         budget = limits.max_total_tokens - spent - pending
@@ -205,7 +205,7 @@ async def agent_loop(
             search = await run_search(step.kind, step.query, turn, image, tools, limits)
             searches.append(search)
             yield SearchFinished(search)
-            messages.append(render.results_turn(pack, search, question))
+            messages.append(await _results_turn(pack, search, question))
         pending = _estimate_tokens(messages[-1])
     if finish.answer and (answer := cut_at_stop(finish.answer, sampling.stop)):
         yield AnswerDelta(answer)
@@ -270,6 +270,14 @@ async def _stream_turn(
             out.append(item)
     if not out:
         raise BackendError(f"{type(backend).__name__} ended a turn without a completion")
+
+
+async def _results_turn(pack: PromptPack, record: SearchRecord, question: str) -> Message:
+    """The results turn; image results decode their thumbnails (milliseconds each) in a thread,
+    off the event loop that streams every other request."""
+    if record.kind == "image" and record.hits:
+        return await asyncio.to_thread(render.results_turn, pack, record, question)
+    return render.results_turn(pack, record, question)
 
 
 def _spent(completion: Completion, first_prompt: int, spent: int, text: str) -> int:

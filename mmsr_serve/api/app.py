@@ -82,7 +82,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ensure = getattr(index, "ensure_index", None)
-        if ensure is not None:
+        if built is not None:
+            await asyncio.to_thread(built.warm)  # the index, and what first searches would load
+        elif ensure is not None:
             await asyncio.to_thread(ensure)
         try:
             yield

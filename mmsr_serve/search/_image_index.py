@@ -101,6 +101,11 @@ def signatures(img: Image.Image, crops: Sequence[Crop]) -> np.ndarray:
     return np.stack([signature(_crop(grey, c)) for c in crops])
 
 
+def warm() -> None:
+    """Hash a blank image once: imports and first-call set-up out of the first query's time."""
+    signatures(Image.new("L", (64, 64)), QUERY_CROPS[:1])
+
+
 def _popcount(words: np.ndarray) -> np.ndarray:
     """Set bits per uint64 word (``numpy.bitwise_count`` exists from numpy 2.0)."""
     if hasattr(np, "bitwise_count"):

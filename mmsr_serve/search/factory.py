@@ -53,6 +53,16 @@ class SearchTools:
     """Configuration that works but probably not as intended (logged at start-up by the server)."""
     closing: list[Any] = field(default_factory=list)
 
+    def warm(self) -> None:
+        """Load what the first search would otherwise load (the local index, the image hashing,
+        the page reader's extractor). Blocking: run it in a thread at start-up."""
+        if self.local is not None:
+            self.local.ensure_index()
+        for item in self.closing:
+            warm = getattr(item, "warm", None)
+            if callable(warm):
+                warm()
+
     async def aclose(self) -> None:
         """Close the providers' HTTP clients, the local index and the cache file (last)."""
         for item in reversed(self.closing):
@@ -173,6 +183,7 @@ class _Builder:
                 self._reader = self._provider(self.cfg.reader)
             else:
                 self._reader = LocalReader(allow=self.cfg.fetch_allow, timeout_s=self.cfg.read_timeout_s)
+                self.closing.append(self._reader)  # nothing to close; warmed at start-up
         return self._reader
 
     def _summarize(self) -> Summarizer:

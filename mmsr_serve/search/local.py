@@ -126,8 +126,13 @@ class LocalIndex:
         self._failed: tuple[Stamp, str] | None = None  # a docs.jsonl version that failed to index
 
     def ensure_index(self) -> Path:
-        """Build the index if missing or stale, and load it. Raises :class:`ConfigError`."""
-        self._current(wait=True)
+        """Build the index if missing or stale, and load it. Raises :class:`ConfigError`.
+
+        When the corpus has images, the image hashing runs once too: its imports (SciPy's DCT)
+        take a few hundred milliseconds that the first image search would otherwise pay.
+        """
+        if len(self._current(wait=True).image_lines):
+            imgidx.warm()
         return self.index_path
 
     def close(self) -> None:

@@ -132,3 +132,24 @@ def test_startup_warnings(tmp_path: Path) -> None:
         summarizer_model="qwen",
     )
     assert build_search(good).warnings == []
+
+
+async def test_warm_loads_the_index_and_the_page_readers_extractor(
+    tmp_path: Path, corpus_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the first search would load happens at start-up instead (the server calls warm()).
+    from mmsr_serve.search import _image_index, reader
+
+    warmed: list[str] = []
+    real_extract, real_hash = reader.extract_main_text, _image_index.signatures
+    monkeypatch.setattr(reader, "extract_main_text", lambda *a: warmed.append("reader") or real_extract(*a))
+    monkeypatch.setattr(_image_index, "signatures", lambda *a: warmed.append("hash") or real_hash(*a))
+    providers = {"searxng": ProviderConfig(base_url="http://127.0.0.1:9")}  # never called
+    config = SearchConfig(
+        image=("local",), text=("searxng",), index=corpus_dir, cache=None, providers=providers
+    )
+    tools = build_search(config)
+    tools.warm()
+    assert warmed.count("reader") == 1 and warmed[-1] in ("hash", "reader") and "hash" in warmed
+    assert tools.local is not None and tools.local.index_path.exists()
+    await tools.aclose()
