@@ -154,6 +154,9 @@ class AgentConfig(BaseModel):
     public_base_url: str | None = None
     """Where the provider can fetch this server's ``/public/images/`` (reverse image search)."""
     public_image_ttl_s: float = Field(300.0, gt=0)
+    public_image_dir: Path | None = None
+    """Where published images are kept: a directory shared by every process serving
+    ``public_base_url`` (``mmsr serve --workers N`` sets one up); unset: this process's memory."""
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     search_prices: dict[str, float | dict[str, float]] = Field(default_factory=dict)
     """USD per successful call (a number), or ``{per_call, per_1k_tokens}``, by provider name."""
@@ -274,6 +277,7 @@ class AgentConfig(BaseModel):
             summarizer_api_key=key.get_secret_value() if key else None,
             public_base_url=self.public_base_url,
             public_image_ttl_s=self.public_image_ttl_s,
+            public_image_dir=self.public_image_dir,
             providers=providers,
             prices=dict(self.search_prices),
             fetch_allow=tuple(self.fetch_allow),

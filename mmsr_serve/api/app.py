@@ -33,7 +33,7 @@ from mmsr_serve.agent.prompts import load_pack
 from mmsr_serve.api.auth import AuthMiddleware
 from mmsr_serve.api.body import BodyLimitMiddleware
 from mmsr_serve.api.errors import install_error_handlers
-from mmsr_serve.api.metrics import Metrics, MetricsMiddleware
+from mmsr_serve.api.metrics import Metrics, MetricsMiddleware, worker_exited
 from mmsr_serve.api.public import router as public_router
 from mmsr_serve.api.routes import Runtime, router
 from mmsr_serve.api.runs import Slots
@@ -89,6 +89,7 @@ def create_app(
         try:
             yield
         finally:
+            worker_exited()
             await backend.aclose()
             if built is not None:
                 await built.aclose()

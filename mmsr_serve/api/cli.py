@@ -53,6 +53,9 @@ def serve(
     prompt_pack: Annotated[Path | None, Opt(help="Prompt pack file (JSON or YAML).")] = None,
     host: Annotated[str | None, Opt(help="Bind address (default 127.0.0.1).")] = None,
     port: Annotated[int | None, Opt(help="Port (default 8080).")] = None,
+    workers: Annotated[
+        int | None, Opt(help="Server processes (default 1); needs a model server (--backend openai).")
+    ] = None,
     api_key: Annotated[list[str] | None, Opt(help="Accepted client API key; repeatable.")] = None,
     max_turns: Annotated[int | None, Opt(help="Model turns per run (default 3).")] = None,
     max_image_searches: Annotated[int | None, Opt(help="Image searches per run (default 1).")] = None,
@@ -89,6 +92,11 @@ def serve(
     overrides["request_timeout_s"] = overrides.pop("request_timeout")
     try:
         settings = Settings.load(config, **overrides).with_default_model()
+        if settings.workers > 1:
+            from mmsr_serve.api.workers import serve_workers
+
+            serve_workers(settings, config, overrides)
+            return
         app = create_app(settings)
     except MMSRError as exc:
         raise typer.BadParameter(str(exc)) from exc

@@ -14,13 +14,19 @@ mmsr_search_provider_tokens_total{provider}       tokens billed by the provider 
 mmsr_search_cost_usd_total{provider}              estimated cost, from the configured price table
 mmsr_finish_reasons_total{finish_reason}          how runs ended
 mmsr_errors_total{type}                           errors by exception type
+
+With several worker processes (``mmsr serve --workers N``) every worker writes its values to the
+directory named by ``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's multiprocess mode, set by
+the server before the workers start) and ``/metrics``, whichever worker answers it, sums them all;
+``mmsr_requests_in_flight`` is the sum over the live workers.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -28,6 +34,8 @@ from mmsr_serve.agent.events import Event, Finished, SearchFinished, TurnFinishe
 from mmsr_serve.search.costs import ProviderCall
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+# Puts prometheus_client in multiprocess mode; read when it is first imported (api/workers.py).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _LATENCY = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
 _ROUTES = ("/v1/chat/completions", "/v1/models", "/health", "/ready", "/metrics")
 
@@ -40,7 +48,12 @@ class Metrics:
         self.latency = Histogram(
             "mmsr_request_duration_seconds", "End-to-end latency.", ["path"], buckets=_LATENCY, registry=r
         )
-        self.in_flight = Gauge("mmsr_requests_in_flight", "Chat completions running now.", registry=r)
+        self.in_flight = Gauge(
+            "mmsr_requests_in_flight",
+            "Chat completions running now.",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
         self.turn_latency = Histogram(
             "mmsr_model_turn_duration_seconds", "Latency of one model turn.", buckets=_LATENCY, registry=r
         )
@@ -102,7 +115,17 @@ class Metrics:
         self.errors.labels(type(exc).__name__).inc()
 
     def exposition(self) -> bytes:
+        if os.environ.get(MULTIPROC_ENV):  # several workers: every worker's values, summed
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+def worker_exited() -> None:
+    """Drop this process's live gauges from the sums (multiprocess mode; called at shutdown)."""
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(os.getpid())
 
 
 class MetricsMiddleware:

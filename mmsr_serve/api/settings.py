@@ -33,6 +33,8 @@ class Settings(AgentConfig):
     max_concurrent_requests: int = Field(64, ge=1)
     request_timeout_s: float = Field(600.0, gt=0)
     # http
+    workers: int = Field(1, ge=1)
+    """Server processes on the port (mmsr_serve/api/workers.py); limits are per worker."""
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     api_keys: list[str] = Field(default_factory=list)

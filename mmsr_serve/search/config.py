@@ -113,6 +113,7 @@ class SearchConfig:
     summarizer_api_key: str | None = field(default=None, repr=False)
     public_base_url: str | None = None
     public_image_ttl_s: float = 300.0
+    public_image_dir: Path | None = None
     providers: Mapping[str, ProviderConfig] = field(default_factory=dict)
     prices: Mapping[str, Any] = field(default_factory=dict)
     fetch_allow: tuple[str, ...] = ()

@@ -85,7 +85,9 @@ class _Builder:
         self.cache: SearchCache | None = None
         self.local: LocalIndex | None = None
         self.publisher = (
-            ImagePublisher(config.public_base_url, ttl_s=config.public_image_ttl_s)
+            ImagePublisher(
+                config.public_base_url, ttl_s=config.public_image_ttl_s, directory=config.public_image_dir
+            )
             if config.public_base_url
             else None
         )
