@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 
-from mmsr_serve.fastjson import loads as _loads
 from mmsr_bench.load.records import RequestRecord, SearchCall
+from mmsr_serve.fastjson import loads as _loads
 
 __all__ = ["read_trace", "send_chat"]
 
