@@ -133,6 +133,7 @@ def main() -> None:
     parser.add_argument("--web-latency", default="100ms")
     parser.add_argument("--scale", type=float, default=1.0, help="requests per run: 2 x concurrency x scale")
     parser.add_argument("--world", type=Path, help="an existing world folder (default: build a small one)")
+    parser.add_argument("--workers", type=int, default=1, help="mmsr serve --workers")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
 
@@ -151,7 +152,12 @@ def main() -> None:
                 web_latency=args.web_latency,
                 # admit the whole load: the default (64) answers 429 beyond it, which is not the
                 # loop's cost being measured
-                serve_args=("--max-concurrent-requests", str(max(args.concurrency) + 16)),
+                serve_args=(
+                    "--max-concurrent-requests",
+                    str(max(args.concurrency) + 16),
+                    "--workers",
+                    str(args.workers),
+                ),
             )
             with standin_stack(options) as stack:
                 results[latency] = []

@@ -16,7 +16,7 @@ from mmsr_serve.agent.limits import Limits
 from mmsr_serve.agent.loop import Sampling, Tools, agent_loop, plain_chat
 from mmsr_serve.agent.prompts import PromptPack, default_pack
 from mmsr_serve.agent.protocol import SearchMode
-from mmsr_serve.backends.base import Message, ModelBackend
+from mmsr_serve.backends.base import ImagePart, Message, ModelBackend
 from mmsr_serve.errors import InvalidInputError
 from mmsr_serve.images import Fetch, ImageSource, load_image
 from mmsr_serve.search.base import ImageSearchTool, TextSearchTool
@@ -92,7 +92,7 @@ class SearchAgent:
         sampling = sampling or Sampling()
         messages = [_history_message(item, i) for i, item in enumerate(history or ())]
         if mode == "off":
-            messages.append(Message.of("user", *([loaded.image] if loaded else []), question))
+            messages.append(Message.of("user", *([ImagePart.of(loaded)] if loaded else []), question))
             async for event in plain_chat(self.backend, messages, limits=limits, sampling=sampling):
                 yield event
             return
