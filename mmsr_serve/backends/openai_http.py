@@ -63,6 +63,7 @@ JPEG_QUALITY = 95
 # As openai-python's client: enough connections for a server's whole concurrency, some kept alive.
 POOL_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
 _ERROR_BODY_BYTES = 64 * 1024
+_DRAIN_S = 1.0
 
 
 @dataclass(eq=False)
@@ -379,7 +380,8 @@ async def _chunks(response: httpx.Response, label: str) -> AsyncGenerator[dict[s
     is a failure worth retrying while no text was sent.
     """
     pending, data = b"", list[bytes]()
-    async for received in response.aiter_bytes():
+    body = response.aiter_bytes()
+    async for received in body:
         lines = (pending + received).split(b"\n")
         pending = lines.pop()
         for line in lines:
@@ -389,6 +391,12 @@ async def _chunks(response: httpx.Response, label: str) -> AsyncGenerator[dict[s
             elif not line and data:
                 payload, data = b"\n".join(data), []
                 if payload == b"[DONE]":
+                    # Read the body's end (the chunked encoding's last bytes follow at once): a
+                    # response closed unread closes its connection, and the next turn would pay
+                    # a new one. A server that streams on after [DONE] is cut off.
+                    with anyio.move_on_after(_DRAIN_S):
+                        async for _ in body:
+                            pass
                     return
                 yield _parse(payload, label)
     if pending.startswith(b"data:"):

@@ -69,6 +69,7 @@ class StandIn:
     def __init__(self) -> None:
         self.script: deque[Reply | Fail | Hang | Raw] = deque()
         self.requests: list[dict[str, object]] = []
+        self.peers: list[object] = []  # the client address of each request (connection reuse)
         self.models = [MODEL]
         self.epoch = 0  # bumped between tests: a request left hanging by an earlier test stops there
         self.app = Starlette(
@@ -87,6 +88,7 @@ class StandIn:
     async def chat(self, request: Request) -> Response:
         body = await request.json()
         self.requests.append(body)
+        self.peers.append(request.client)
         epoch = self.epoch
         action = self.script.popleft() if self.script else Reply()
         while isinstance(action, Hang):
@@ -631,4 +633,13 @@ async def test_events_split_anywhere_and_crlf_lines_are_read(a: Running) -> None
     model = backend(a.url)
     deltas, done = await collect(model, ask())
     assert (deltas, done.text, done.finish_reason) == (["Par", "is"], "Paris", "stop")
+    await model.aclose()
+
+
+async def test_a_finished_stream_leaves_its_connection_for_the_next_turn(a: Running) -> None:
+    a.stand_in.peers.clear()
+    model = backend(a.url)
+    for _ in range(3):
+        await model.generate(ask())
+    assert len(a.stand_in.peers) == 3 and len(set(a.stand_in.peers)) == 1  # one connection, kept alive
     await model.aclose()
