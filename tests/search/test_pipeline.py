@@ -168,6 +168,33 @@ async def test_local_reader_extracts_the_main_text(standin: StandIn) -> None:
         await reader.read(f"{standin.base}/pages/p3.html")
 
 
+_BODY = "<body><nav>Home | About</nav><h1>{h1}</h1><article>" + "<p>{fact}</p>" * 3 + "</article></body>"
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        "<title>The heron | Birds of the marsh</title>",
+        '<title>Ignored</title><meta property="og:title" content="Herons, by the meta tags">',
+        '<script type="application/ld+json">{"@type": "Article", "headline": "Herons in JSON-LD"}</script>',
+        "",  # no title at all: the heading
+    ],
+    ids=["title", "og-title", "json-ld", "heading"],
+)
+def test_the_page_title_is_trafilaturas_without_the_rest_of_its_metadata(head: str) -> None:
+    # extract_main_text skips the metadata extraction (dates, authors...: 70% of reading a page)
+    # but must find the title the whole extraction finds.
+    import trafilatura
+
+    from mmsr_serve.search.reader import extract_main_text
+
+    html = f"<html><head>{head}</head>" + _BODY.format(h1="A heron in the marsh", fact=FACTS[0]) + "</html>"
+    whole = trafilatura.bare_extraction(html.encode(), with_metadata=True, include_tables=True)
+    title, text = extract_main_text(html.encode(), "text/html")
+    assert title == whole.title and title
+    assert text == whole.text and FACTS[0] in text
+
+
 async def test_jina_reader(standin: StandIn) -> None:
     meter = Meter()
     calls: list[ProviderCall] = []
