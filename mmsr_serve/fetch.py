@@ -10,7 +10,10 @@ private network). :class:`SafeFetcher`, for every hop including each redirect:
   such an IPv4 one (IPv4-mapped ``::ffff:a.b.c.d``, 6to4, NAT64);
 - connects to an address it checked (the URL's host is swapped for the IP; ``Host`` header and
   TLS server name stay the hostname, so certificates are still verified), which defeats DNS
-  rebinding between the check and the connection. Connections are not reused across hops;
+  rebinding between the check and the connection. With ``keepalive``, connections are kept for
+  the next fetch from the same host name only (one connection pool per scheme, host name and
+  port, so a TLS connection verified for one name never carries another's requests); the
+  address check still runs for every fetch;
 - follows at most ``max_redirects`` redirects itself; streams the body and stops past
   ``max_bytes`` (decoded bytes, so compression bombs stop too); gives up after ``timeout_s`` for
   the whole fetch, redirects included. HTTP proxies from the environment are ignored.
@@ -27,6 +30,7 @@ import asyncio
 import ipaddress
 import socket
 import zlib
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -48,6 +52,8 @@ _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 _DECODABLE = frozenset({"gzip", "x-gzip", "deflate"})
+_MAX_HOSTS = 64  # host names whose connections are kept (keepalive)
+_KEPT_PER_HOST = 4
 
 
 async def _replay(data: bytes) -> AsyncIterator[bytes]:
@@ -97,11 +103,16 @@ class SafeFetcher:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_redirects: int = 5,
         transport: httpx.AsyncBaseTransport | None = None,
+        keepalive: bool = False,
     ) -> None:
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
         self.max_redirects = max_redirects
         self._transport = transport
+        self._keepalive = keepalive and transport is None
+        self._pools: OrderedDict[tuple[str, str, int | None], httpx.AsyncClient] = OrderedDict()
+        self._busy: Counter[tuple[str, str, int | None]] = Counter()
+        self._closing: set[asyncio.Task[None]] = set()
         self._allowed_hosts: set[str] = set()
         self._allowed_nets: list[IPNetwork] = []
         for entry in allow:
@@ -130,46 +141,72 @@ class SafeFetcher:
 
     async def _fetch(self, url: str, limit: int, accept: tuple[str, ...] | None) -> Fetched:
         headers = {"User-Agent": USER_AGENT, "Accept": ", ".join(accept) if accept else "*/*"}
-        async with self._client() as client:
-            current = self._checked_url(url)
-            for _ in range(self.max_redirects + 1):
-                async with self._open(client, current, headers) as response:
-                    location = response.headers.get("location")
-                    if response.status_code in _REDIRECTS and location:
-                        current = self._checked_url(str(current.join(location)))
-                        continue
-                    if not 200 <= response.status_code < 300:
-                        raise FetchError(
-                            f"{current} answered HTTP {response.status_code}",
-                            url=str(current),
-                            status=response.status_code,
-                        )
-                    content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-                    if accept and not _accepts(content_type, accept):
-                        raise FetchError(
-                            f"{current} is {content_type or 'of unknown type'}, expected {', '.join(accept)}",
-                            url=str(current),
-                        )
-                    data = await self._read(response, limit, current)
-                    return Fetched(str(current), response.status_code, content_type, data)
+        current = self._checked_url(url)
+        for _ in range(self.max_redirects + 1):
+            async with self._client(current) as client, self._open(client, current, headers) as response:
+                location = response.headers.get("location")
+                if response.status_code in _REDIRECTS and location:
+                    current = self._checked_url(str(current.join(location)))
+                    continue
+                if not 200 <= response.status_code < 300:
+                    raise FetchError(
+                        f"{current} answered HTTP {response.status_code}",
+                        url=str(current),
+                        status=response.status_code,
+                    )
+                content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+                if accept and not _accepts(content_type, accept):
+                    raise FetchError(
+                        f"{current} is {content_type or 'of unknown type'}, expected {', '.join(accept)}",
+                        url=str(current),
+                    )
+                data = await self._read(response, limit, current)
+                return Fetched(str(current), response.status_code, content_type, data)
         raise FetchError(f"{url} redirected more than {self.max_redirects} times", url=url)
 
     @asynccontextmanager
-    async def _client(self) -> AsyncIterator[httpx.AsyncClient]:
-        # No connection reuse: a pooled TLS connection to an IP was verified for one hostname only.
-        limits = httpx.Limits(max_keepalive_connections=0)
-        client = httpx.AsyncClient(
+    async def _client(self, url: httpx.URL) -> AsyncIterator[httpx.AsyncClient]:
+        """The client for a request to ``url``: a new one that keeps no connection, or with
+        ``keepalive`` the pooled one of the URL's scheme, host name and port."""
+        if not self._keepalive:
+            client = self._new_client(keepalive=False)
+            try:
+                yield client
+            finally:
+                if self._transport is None:  # a transport passed in belongs to the caller
+                    await client.aclose()
+            return
+        key = (url.scheme, url.host, url.port)
+        client = self._pools.pop(key) if key in self._pools else self._new_client(keepalive=True)
+        self._pools[key] = client  # the most recently used last
+        self._busy[key] += 1
+        try:
+            yield client
+        finally:
+            self._busy[key] -= 1
+            self._evict()
+
+    def _new_client(self, *, keepalive: bool) -> httpx.AsyncClient:
+        limits = httpx.Limits(max_keepalive_connections=_KEPT_PER_HOST if keepalive else 0)
+        return httpx.AsyncClient(
             transport=self._transport,
             timeout=self.timeout_s,
             limits=limits,
             trust_env=False,
             verify=client_ssl_context(trust_env=False),
         )
-        try:
-            yield client
-        finally:
-            if self._transport is None:  # a transport passed in belongs to the caller
-                await client.aclose()
+
+    def _evict(self) -> None:
+        """Close the least recently used idle pools beyond ``_MAX_HOSTS``."""
+        for key in [k for k in self._pools if not self._busy[k]][: max(0, len(self._pools) - _MAX_HOSTS)]:
+            task = asyncio.get_running_loop().create_task(self._pools.pop(key).aclose())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def aclose(self) -> None:
+        """Close the kept connections (``keepalive``)."""
+        pools, self._pools = list(self._pools.values()), OrderedDict()
+        await asyncio.gather(*(client.aclose() for client in pools), *self._closing)
 
     def _checked_url(self, url: str) -> httpx.URL:
         try:

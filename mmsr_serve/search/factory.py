@@ -155,7 +155,8 @@ class _Builder:
     def _image_tool(self, name: str) -> Any:
         if name == "local":
             return self._wrap(self._local_index())
-        fetcher = thumbnail_fetcher(self.cfg.fetch_allow)
+        fetcher = thumbnail_fetcher(self.cfg.fetch_allow, keepalive=True)
+        self.closing.append(fetcher)
         return self._wrap(self._provider(name, publisher=self.publisher, fetcher=fetcher))
 
     def _text_tool(self, name: str) -> Any:
@@ -185,7 +186,7 @@ class _Builder:
                 self._reader = self._provider(self.cfg.reader)
             else:
                 self._reader = LocalReader(allow=self.cfg.fetch_allow, timeout_s=self.cfg.read_timeout_s)
-                self.closing.append(self._reader)  # nothing to close; warmed at start-up
+                self.closing.append(self._reader)  # warmed at start-up, closed with the tools
         return self._reader
 
     def _summarize(self) -> Summarizer:

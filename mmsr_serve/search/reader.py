@@ -104,11 +104,18 @@ class LocalReader:
             raise ConfigError(
                 "the local page reader needs trafilatura: pip install 'mmsr[web]' (or use --page-reader jina)"
             )
-        self._fetcher = fetcher or SafeFetcher(allow=allow, max_bytes=max_bytes, timeout_s=timeout_s)
+        self._own_fetcher = fetcher is None
+        self._fetcher = fetcher or SafeFetcher(
+            allow=allow, max_bytes=max_bytes, timeout_s=timeout_s, keepalive=True
+        )
         self.max_chars = max_chars
 
     def __repr__(self) -> str:
         return "LocalReader()"
+
+    async def aclose(self) -> None:
+        if self._own_fetcher:
+            await self._fetcher.aclose()
 
     def warm(self) -> None:
         """Extract a tiny page once: trafilatura's imports and set-up (about 350 ms) then happen

@@ -23,8 +23,11 @@ THUMBNAIL_MAX_BYTES = 4 * 1024 * 1024
 log = logging.getLogger("mmsr.search")
 
 
-def thumbnail_fetcher(allow: Sequence[str] = (), timeout_s: float = 8.0) -> SafeFetcher:
-    return SafeFetcher(allow=allow, max_bytes=THUMBNAIL_MAX_BYTES, timeout_s=timeout_s)
+def thumbnail_fetcher(
+    allow: Sequence[str] = (), timeout_s: float = 8.0, *, keepalive: bool = False
+) -> SafeFetcher:
+    """The fetcher for thumbnails; ``keepalive`` for one its owner closes (``aclose``)."""
+    return SafeFetcher(allow=allow, max_bytes=THUMBNAIL_MAX_BYTES, timeout_s=timeout_s, keepalive=keepalive)
 
 
 def _shrink(data: bytes, max_pixels: int) -> bytes:

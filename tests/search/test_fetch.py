@@ -329,3 +329,46 @@ async def test_a_gzip_body_is_bounded_after_decompression() -> None:
         assert fetched.data == b"\0" * 5_000_000
     finally:
         server.shutdown()  # type: ignore[attr-defined]
+
+
+async def test_keepalive_reuses_a_connection_per_host_name_and_still_checks_every_fetch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    connections: list[list[str]] = []  # the Host headers each connection carried
+
+    async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        hosts: list[str] = []
+        connections.append(hosts)
+        try:
+            while request := await reader.readline():
+                assert request.startswith(b"GET ")
+                while (line := (await reader.readline()).decode().strip()) != "":
+                    name, _, value = line.partition(":")
+                    if name.lower() == "host":
+                        hosts.append(value.strip())
+                body = b"<html>kept</html>"
+                head = f"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {len(body)}\r\n\r\n"
+                writer.write(head.encode() + body)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    srv = await asyncio.start_server(keep_alive, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    table = {"a.test": ["127.0.0.1"], "b.test": ["127.0.0.1"]}
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", _fake_resolver(table))
+    fetcher = SafeFetcher(allow=["127.0.0.1"], keepalive=True)
+    async with srv:
+        for host in ("a.test", "a.test", "b.test", "a.test"):
+            assert (await fetcher.fetch(f"http://{host}:{port}/")).data == b"<html>kept</html>"
+        # two connections: one per host name (the same address never carries the other name)
+        assert sorted(connections) == sorted([[f"a.test:{port}"] * 3, [f"b.test:{port}"]])
+        table["a.test"] = [
+            "10.0.0.8"
+        ]  # the name moved to a private address: the kept connection is no excuse
+        with pytest.raises(FetchError, match="non-public"):
+            await fetcher.fetch(f"http://a.test:{port}/")
+        await fetcher.aclose()
+        srv.close()
