@@ -67,7 +67,9 @@ class _Loaded:
         rows = self._conn.execute("SELECT line, hashes FROM images ORDER BY line").fetchall()
         self.image_lines = np.array([line for line, _ in rows], dtype=np.int64)
         packed = np.frombuffer(b"".join(blob for _, blob in rows), dtype=np.uint8)
-        self.hashes = packed.reshape(len(rows), len(imgidx.CORPUS_CROPS), imgidx.HASH_BYTES)
+        self.table = imgidx.SignatureTable(
+            packed.reshape(len(rows), len(imgidx.CORPUS_CROPS), imgidx.HASH_BYTES)
+        )
 
     def query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         with self._lock:
@@ -218,7 +220,7 @@ class LocalIndex:
         loaded = self._for_search()
         if len(loaded.image_lines) == 0:
             return []
-        dist = imgidx.min_distances(imgidx.signatures(image, imgidx.QUERY_CROPS), loaded.hashes)
+        dist = loaded.table.min_distances(imgidx.signatures(image, imgidx.QUERY_CROPS))
         top = np.argsort(dist, kind="stable") if k >= len(dist) else np.argpartition(dist, k)[:k]
         best = sorted((int(dist[i]), int(loaded.image_lines[i])) for i in top if dist[i] <= self.max_distance)
         if not best:

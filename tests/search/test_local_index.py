@@ -323,3 +323,20 @@ async def test_a_failed_rebuild_keeps_serving_the_previous_index(corpus_dir: Pat
     with pytest.raises(ConfigError, match='line 13: field "url"'):
         idx.ensure_index()
     idx.close()
+
+
+def test_the_signature_scan_is_the_smallest_hamming_distance_over_all_crop_pairs() -> None:
+    import numpy as np
+
+    from mmsr_serve.search import _image_index as ix
+
+    rng = np.random.default_rng(3)
+    corpus = rng.integers(0, 256, (ix._SCAN_CHUNK + 37, 4, ix.HASH_BYTES), dtype=np.uint8)  # two blocks
+    query = rng.integers(0, 256, (3, ix.HASH_BYTES), dtype=np.uint8)
+    corpus[5, 2] = query[1]  # an exact copy under one crop
+    bits = np.unpackbits(corpus, axis=-1).astype(np.int64)  # (N, crops, 192)
+    qbits = np.unpackbits(query, axis=-1).astype(np.int64)  # (Q, 192)
+    expected = np.abs(bits[:, :, None, :] - qbits[None, None, :, :]).sum(axis=-1).min(axis=(1, 2))
+    found = ix.SignatureTable(corpus).min_distances(query)
+    assert found.dtype == np.int64 and (found == expected).all() and found[5] == 0
+    assert (ix.min_distances(query, corpus) == expected).all()
