@@ -27,7 +27,7 @@ are translated into these at the module that calls the third party, never deeper
         └── RequestTimeout       504: the request passed its deadline
 
 Every class of the tree is defined here. The search errors carry the provider's name and are
-raised with every registered secret masked (:func:`mmsr_serve.search._secret.redact`).
+raised with every registered secret masked (:func:`mmsr_serve._secret.redact`).
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ class BackendError(MMSRError):
 
     ``status`` is the model server's HTTP status when it answered one; ``retryable`` says whether
     another attempt may succeed (the backend's own retry policy reads it, with ``retry_after``).
+    ``public`` is what a client of the server may read: the message without the model server's
+    address (which ``str()`` names, for logs and SDK users).
     """
 
     def __init__(
@@ -63,9 +65,11 @@ class BackendError(MMSRError):
         status: int | None = None,
         retryable: bool = False,
         retry_after: float | None = None,
+        public: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.retryable, self.retry_after = status, retryable, retry_after
+        self.public = public or message
 
 
 class BackendTimeout(BackendError):
@@ -96,7 +100,7 @@ class ProviderError(SearchError):
     retryable = False
 
     def __init__(self, provider: str, message: str, *, status: int | None = None) -> None:
-        from mmsr_serve.search._secret import redact
+        from mmsr_serve._secret import redact
 
         super().__init__(redact(f"{provider}: {message}"))
         self.provider = provider

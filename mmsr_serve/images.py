@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from mmsr_serve.errors import ImageError
 
@@ -139,7 +139,10 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, url: str 
                 probe.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))
             probe.load()
             fmt, mode = probe.format, probe.mode
-            image = probe.convert("RGB")
+            orientation = probe.getexif().get(ExifTags.Base.Orientation, 1)
+            # a phone photo held sideways: upright, as its viewer shows it
+            upright = ImageOps.exif_transpose(probe) if orientation != 1 else probe
+            image = (upright or probe).convert("RGB")
     except ImageError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
@@ -147,7 +150,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, url: str 
     fitted = fit_pixels(image, max_pixels)
     # The bytes stand for the pixels only when nothing was converted, drafted or downscaled (an
     # RGBA or palette image would be flattened differently by the model server's decoder).
-    exact = fmt in WIRE_FORMATS and mode == "RGB" and fitted.size == (w, h)
+    exact = fmt in WIRE_FORMATS and mode == "RGB" and fitted.size == (w, h) and orientation == 1
     return InputImage(
         image=fitted,
         data=data,

@@ -67,3 +67,26 @@ def test_file_data_url_keeps_web_formats_and_reencodes_others(tmp_path: Path) ->
     assert bmp.startswith("data:image/png;base64,")
     with pytest.raises(ImageError, match="cannot read image"):
         file_data_url(tmp_path / "missing.jpg")
+
+
+def test_the_exif_orientation_is_applied_and_such_bytes_are_never_sent_as_they_are() -> None:
+    import io
+
+    from PIL import ExifTags
+
+    from mmsr_serve.images import decode_image
+
+    wide = Image.new("RGB", (40, 20), "white")
+    wide.paste((255, 0, 0), (0, 0, 10, 20))  # red on the left
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6  # "rotate 90 clockwise to view"
+    buf = io.BytesIO()
+    wide.save(buf, "JPEG", exif=exif, quality=95)
+    decoded = decode_image(buf.getvalue())
+    assert decoded.size == (20, 40)  # upright: taller than wide
+    red, green, blue = decoded.image.getpixel((10, 2))  # the red band is now at the top
+    assert red > 200 and green < 60 and blue < 60
+    assert decoded.encoded is None  # the server would decode the bytes sideways
+    plain = io.BytesIO()
+    wide.save(plain, "JPEG", quality=95)
+    assert decode_image(plain.getvalue()).encoded is not None

@@ -98,7 +98,9 @@ def create_app(
                 if close is not None:
                     close()
 
-    app = FastAPI(title="mmsr", version=__version__, lifespan=lifespan)
+    # No trailing-slash redirects: Starlette builds them from the Host header, which a client
+    # chooses (GET /health/ with Host: evil.example was a 307 to http://evil.example/health).
+    app = FastAPI(title="mmsr", version=__version__, lifespan=lifespan, redirect_slashes=False)
     app.state.runtime = runtime
     app.state.metrics = metrics
     app.state.publisher = built.publisher if built is not None else None

@@ -7,9 +7,15 @@
     404 invalid_request_error   NotFound (code model_not_found), unknown routes
     413 invalid_request_error   PayloadTooLarge (code request_too_large)
     429 rate_limit_error        TooManyRequests, with Retry-After (code rate_limit_exceeded)
-    502 backend_error           BackendError: the model backend failed after its retries
+    400 invalid_request_error   BackendError of a model server's 400/413/422: the request itself (code
+                                context_length_exceeded when the prompt is over the model's context)
+    429 rate_limit_error        BackendError of a model server's 429, after the retries
+    502 backend_error           BackendError: the model backend failed after its retries (its
+                                401/403/404 too: the gateway's configuration, not the request)
     503 service_unavailable     Unavailable: the backend or the index is not ready
     504 timeout_error           BackendTimeout (code backend_timeout), RequestTimeout (request_timeout)
+
+A backend error's message is its ``public`` one: the model server's own message, never its address.
     500 server_error            anything else (a bug: logged, its details not sent)
 
 The API's own exceptions derive from :class:`APIError` (itself an :class:`~mmsr_serve.errors.MMSRError`)
@@ -19,6 +25,8 @@ and carry their status; the runtime's exceptions are mapped in :func:`status_of`
 from __future__ import annotations
 
 import logging
+import math
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -47,20 +55,34 @@ def status_of(exc: BaseException) -> tuple[int, str, str | None]:
     if isinstance(exc, BackendTimeout):
         return 504, "timeout_error", "backend_timeout"
     if isinstance(exc, BackendError):
+        if exc.status in (400, 413, 422):
+            context = _CONTEXT_LENGTH.search(exc.public) is not None
+            return 400, "invalid_request_error", "context_length_exceeded" if context else None
+        if exc.status == 429:
+            return 429, "rate_limit_error", "rate_limit_exceeded"
         return 502, "backend_error", "backend_error"
     return 500, "server_error", None
+
+
+# vLLM: "This model's maximum context length is 8192 tokens. However, you requested ..."; SGLang:
+# "The input (...) is longer than the model's context length (...)"; TGI: "... must be <= ...".
+_CONTEXT_LENGTH = re.compile(r"context length|context window|maximum context|too many tokens", re.I)
 
 
 def error_body(exc: BaseException) -> dict[str, Any]:
     """The envelope for ``exc``; the message of an unexpected exception is not disclosed."""
     status, type_, code = status_of(exc)
     message = str(exc) if status != 500 else "internal server error"
+    if isinstance(exc, BackendError):
+        message = exc.public
     return {"error": {"message": message, "type": type_, "param": getattr(exc, "param", None), "code": code}}
 
 
 def error_response(exc: BaseException) -> JSONResponse:
     status, _, _ = status_of(exc)
     headers = exc.headers if isinstance(exc, APIError) else None
+    if isinstance(exc, BackendError) and status == 429:
+        headers = {"Retry-After": str(math.ceil(exc.retry_after or 1))}
     return JSONResponse(error_body(exc), status_code=status, headers=headers)
 
 

@@ -56,12 +56,12 @@ def _runtime(request: Request) -> Runtime:
     return runtime
 
 
-@router.get("/health")
+@router.api_route("/health", methods=["GET", "HEAD"])
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready")
+@router.api_route("/ready", methods=["GET", "HEAD"])
 async def ready(request: Request) -> dict[str, Any]:
     rt = _runtime(request)
     try:

@@ -11,7 +11,14 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from mmsr_serve.agent.protocol import SearchMode
 
@@ -61,8 +68,42 @@ class StreamOptions(BaseModel):
     include_obfuscation: bool | None = None
 
 
+def _lone_surrogate(value: Any, where: str) -> str | None:
+    """Where in ``value`` a string holds a lone surrogate (JSON allows ``"\\udc80"``; UTF-8,
+    the model server and every JSON encoder downstream refuse it), or None."""
+    if isinstance(value, str):
+        if value.isascii():
+            return None
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where
+        return None
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        name = f"{where}[{key}]" if isinstance(key, int) else (f"{where}.{key}" if where else str(key))
+        if isinstance(key, str) and not key.isascii() and _lone_surrogate(key, name):
+            return name
+        if found := _lone_surrogate(item, name):
+            return found
+    return None
+
+
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        if where := _lone_surrogate(data, ""):
+            # The message names the field, never the value: an error body must render too.
+            raise ValueError(f"{where} is not valid Unicode (a lone surrogate)")
+        return data
 
     messages: list[RequestMessage] = Field(min_length=1)
     model: str | None = None

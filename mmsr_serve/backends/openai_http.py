@@ -43,6 +43,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_exponential_jitter
 
 from mmsr_serve import fastjson
+from mmsr_serve._secret import Secret, redact
 from mmsr_serve.backends.base import (
     Completion,
     Delta,
@@ -123,7 +124,8 @@ class OpenAIBackend(ModelBackend):
         self._image_format = image_format
         self._extra_body = dict(extra_body or {})
         self._probe_timeout = httpx.Timeout(min(timeout_s, 10.0), connect=connect_timeout_s)
-        headers = {"Authorization": f"Bearer {api_key or 'EMPTY'}", "Content-Type": "application/json"}
+        key = Secret(api_key).reveal() if api_key else "EMPTY"  # a real key is masked in messages
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
         timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
 
         def client(url: str) -> httpx.AsyncClient:
@@ -164,7 +166,8 @@ class OpenAIBackend(ModelBackend):
             # A stream that ends without a finish reason was cut (connection closed); "abort" and
             # other values mean the server gave up. Neither is a complete turn.
             raise BackendError(
-                f"{replica.label}: the stream ended without finishing (finish_reason={finish})"
+                f"{replica.label}: the stream ended without finishing (finish_reason={finish})",
+                public="the model server's stream ended without finishing",
             )
         if isinstance(stop_reason, str) and stop_reason and not text.endswith(stop_reason):
             text += stop_reason
@@ -223,7 +226,8 @@ class OpenAIBackend(ModelBackend):
             except httpx.TransportError as exc:  # refused or reset, not slow: the replica sits out
                 replica.down_until = time.monotonic() + self._cooldown_s
                 message = f"{replica.label}: connection failed ({_reason(exc)})"
-                raise BackendError(message, retryable=True) from exc
+                public = "could not connect to the model server"
+                raise BackendError(message, retryable=True, public=public) from exc
             if response.status_code >= 400:
                 raise await _status_failure(response, replica.label)
             events = _chunks(response, replica.label)
@@ -409,14 +413,17 @@ def _parse(payload: bytes, label: str) -> dict[str, Any]:
     try:
         chunk = fastjson.loads(payload)
     except ValueError as exc:
-        raise BackendError(f"{label}: malformed stream ({exc})", retryable=True) from exc
+        public = "the model server sent a malformed stream"
+        raise BackendError(f"{label}: malformed stream ({exc})", retryable=True, public=public) from exc
     if not isinstance(chunk, dict):
         kind = type(chunk).__name__
-        raise BackendError(f"{label}: malformed stream (an event is {kind})", retryable=True)
+        public = "the model server sent a malformed stream"
+        raise BackendError(f"{label}: malformed stream (an event is {kind})", retryable=True, public=public)
     error = chunk.get("error")
     if error or chunk.get("object") == "error":
-        message = _message_of(chunk) or "no message"
-        raise BackendError(f"{label}: the server failed mid-stream: {message}", retryable=True)
+        message = redact(_message_of(chunk) or "no message")
+        public = f"the model server failed mid-stream: {message}"
+        raise BackendError(f"{label}: the server failed mid-stream: {message}", retryable=True, public=public)
     return chunk
 
 
@@ -429,7 +436,9 @@ async def _next_chunk(
     except httpx.TimeoutException as exc:
         raise _timeout(label, timeout_s) from exc
     except httpx.TransportError as exc:
-        raise BackendError(f"{label}: the stream broke ({_reason(exc)})", retryable=True) from exc
+        message = f"{label}: the stream broke ({_reason(exc)})"
+        public = "the connection to the model server broke"
+        raise BackendError(message, retryable=True, public=public) from exc
 
 
 async def _status_failure(response: httpx.Response, label: str) -> BackendError:
@@ -447,7 +456,7 @@ async def _status_failure(response: httpx.Response, label: str) -> BackendError:
         message = _message_of(fastjson.loads(raw))
     except ValueError:
         message = None
-    message = message or raw[:500].decode("utf-8", "replace").strip() or response.reason_phrase
+    message = redact(message or raw[:500].decode("utf-8", "replace").strip() or response.reason_phrase)
     status = response.status_code
     retry_after = response.headers.get("retry-after", "")
     return BackendError(
@@ -455,6 +464,7 @@ async def _status_failure(response: httpx.Response, label: str) -> BackendError:
         status=status,
         retryable=status == 429 or status >= 500,
         retry_after=float(retry_after) if retry_after.replace(".", "", 1).isdigit() else None,
+        public=f"the model server answered HTTP {status}: {message}",
     )
 
 
@@ -473,7 +483,8 @@ def _message_of(body: Any) -> str | None:
 
 
 def _timeout(label: str, timeout_s: float) -> BackendTimeout:
-    return BackendTimeout(f"{label}: no answer within {timeout_s:g} s", retryable=True)
+    public = f"the model server did not answer within {timeout_s:g} s"
+    return BackendTimeout(f"{label}: no answer within {timeout_s:g} s", retryable=True, public=public)
 
 
 def _reason(exc: httpx.HTTPError) -> str:

@@ -3,7 +3,7 @@
 A provider module subclasses :class:`HttpProvider`, sets its ``name``, ``default_base_url`` and
 ``key_env``, and writes one method, ``search_text`` or ``search_image`` (or ``read``), that builds
 the request from ``self.options`` and ``self.require_key()`` and reads the answer. What every such
-provider shares lives here: the key (a :class:`~mmsr_serve.search._secret.Secret`, never printed),
+provider shares lives here: the key (a :class:`~mmsr_serve._secret.Secret`, never printed),
 the fixed request options, the :class:`~mmsr_serve.search._http.ApiClient` (timeout, retries,
 metering, error translation), ``repr`` and ``aclose``. All of them take the same arguments, so the
 factory builds any registered provider (:mod:`mmsr_serve.search.registry`) the same way.
@@ -16,9 +16,9 @@ from typing import Any, ClassVar
 
 import httpx
 
+from mmsr_serve._secret import Secret
 from mmsr_serve.errors import SearchError
 from mmsr_serve.search._http import ApiClient, RetryPolicy
-from mmsr_serve.search._secret import Secret
 from mmsr_serve.search.costs import Meter
 
 __all__ = ["HttpProvider", "score_of"]

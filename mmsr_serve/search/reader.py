@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from mmsr_serve._secret import Secret
 from mmsr_serve.errors import ConfigError, ProviderResponseError
 from mmsr_serve.fetch import FetchError, SafeFetcher
-from mmsr_serve.search._secret import Secret
 from mmsr_serve.search.http_provider import HttpProvider
 
 __all__ = ["PAGE_TYPES", "JinaReader", "LocalReader", "Page", "PageReader", "extract_main_text"]

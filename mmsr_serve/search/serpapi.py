@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from mmsr_serve._secret import Secret
 from mmsr_serve.errors import ProviderError, ProviderResponseError, SearchError
 from mmsr_serve.fetch import SafeFetcher
 from mmsr_serve.images import InputImage
-from mmsr_serve.search._secret import Secret
 from mmsr_serve.search.base import ImageHit, SearchResults, TextHit
 from mmsr_serve.search.http_provider import HttpProvider
 from mmsr_serve.search.publish import ImagePublisher

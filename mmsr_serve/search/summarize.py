@@ -17,6 +17,7 @@ import re
 from collections import Counter
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from mmsr_serve._secret import Secret
 from mmsr_serve.errors import (
     ProviderAuthError,
     ProviderError,
@@ -25,7 +26,6 @@ from mmsr_serve.errors import (
     ProviderUnavailable,
 )
 from mmsr_serve.search._http import RetryPolicy, with_retries
-from mmsr_serve.search._secret import Secret
 from mmsr_serve.search._text_index import _stem, query_words
 from mmsr_serve.search.costs import Meter
 from mmsr_serve.search.reader import Page

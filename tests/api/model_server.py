@@ -3,7 +3,8 @@
 Replies are scripted (``server.enqueue(text, ...)``). Like vLLM it cuts the text *before* the first
 stop string, drops the stop string and names it in the choice's ``stop_reason``; it counts
 ``max_tokens`` in words (``finish_reason`` "length"); it streams the text word by word with a usage
-chunk when asked. Special replies: an ``int`` answers with that HTTP status; :data:`BLOCK` sends one
+chunk when asked. Special replies: an ``int`` answers with that HTTP status, a :class:`Failure`
+with a status and message, a :class:`Malformed` with a broken stream; :data:`BLOCK` sends one
 delta and then hangs until the client goes away, recording the cancellation in ``cancelled``.
 Every request body is kept in ``requests``.
 """
@@ -16,6 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -24,6 +26,24 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 BLOCK = object()
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An error answer with this status and message ("{authorization}" is replaced by the
+    request's Authorization header, as a server that echoes it would)."""
+
+    status: int
+    message: str
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """A stream whose second event's data is ``event`` (not JSON, say)."""
+
+    event: str
+
+
 MODEL = "mmsr-7b"
 
 
@@ -55,6 +75,12 @@ class ModelServer:
         if isinstance(reply, int):
             error = {"message": f"scripted status {reply}", "type": "server_error", "code": reply}
             return JSONResponse({"error": error}, status_code=reply)
+        if isinstance(reply, Failure):
+            message = reply.message.replace("{authorization}", request.headers.get("authorization", ""))
+            error = {"message": message, "type": "BadRequestError", "code": reply.status}
+            return JSONResponse({"error": error}, status_code=reply.status)
+        if isinstance(reply, Malformed):
+            return StreamingResponse(self._malformed(reply.event), media_type="text/event-stream")
         if reply is BLOCK:
             return StreamingResponse(self._blocking(), media_type="text/event-stream")
         text, finish, stop_reason = _apply_limits(reply, body)
@@ -87,6 +113,10 @@ class ModelServer:
         if usage is not None:
             yield _event([], usage=usage)
         yield "data: [DONE]\n\n"
+
+    async def _malformed(self, event: str) -> AsyncIterator[str]:
+        yield _event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+        yield f"data: {event}\n\n"
 
     async def _blocking(self) -> AsyncIterator[str]:
         yield _event(

@@ -179,3 +179,55 @@ async def test_a_bug_is_500_without_details(app_client: AppClient) -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://mmsr.test") as client:
         response = await client.post("/v1/chat/completions", json={"messages": Q})
     assert assert_envelope(response, 500) == "internal server error"
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ({"messages": [{"role": "user", "content": "Q\udc80?"}]}, "messages[0].content"),
+        (
+            {
+                "messages": [
+                    {"role": "system", "content": "ok"},
+                    {"role": "user", "content": [{"type": "text", "text": "\ud800"}]},
+                ]
+            },
+            "messages[1].content[0].text",
+        ),
+        ({"messages": Q, "model": "m\udcff"}, "model"),
+        ({"messages": Q, "stop": ["\udfff"]}, "stop[0]"),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image_url", "image_url": {"url": "data:\udc00"}},
+                            {"type": "text", "text": "Q?"},
+                        ],
+                    }
+                ]
+            },
+            "messages[0].content[0].image_url.url",
+        ),
+    ],
+)
+async def test_lone_surrogates_are_400_naming_the_field(
+    app_client: AppClient, body: dict[str, Any], where: str
+) -> None:
+    import json
+
+    client = app_client(ScriptedBackend(["<answer>x</answer>"]))
+    raw = json.dumps(body)  # ensure_ascii: the surrogates travel as \\udcxx escapes, as JSON allows
+    response = await client.post(
+        "/v1/chat/completions", content=raw, headers={"content-type": "application/json"}
+    )
+    assert where in assert_envelope(response, 400)
+
+
+async def test_no_redirect_is_built_from_the_host_header(app_client: AppClient) -> None:
+    client = app_client(ScriptedBackend())
+    response = await client.get("/health/", headers={"host": "evil.example"})
+    assert response.status_code == 404 and "evil.example" not in response.headers.get("location", "")
+    assert (await client.head("/health")).status_code == 200  # load balancers probe with HEAD
+    assert (await client.head("/ready")).status_code == 200

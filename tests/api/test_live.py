@@ -115,9 +115,12 @@ def test_search_mode_off_through_the_wire(gateway: LiveServer, model_server: Mod
 
 
 def test_backend_errors_reach_the_client(gateway: LiveServer, model_server: ModelServer) -> None:
-    model_server.enqueue(400)  # a 4xx from vLLM is not retried
+    model_server.enqueue(*[500] * 4)  # a 5xx from vLLM: retried, then 502
     client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=KEY, timeout=20, max_retries=0)
     with pytest.raises(openai.APIStatusError) as caught:
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Q?"}])
     assert caught.value.status_code == 502
     assert caught.value.body["type"] == "backend_error"  # type: ignore[index]
+    model_server.enqueue(400)  # a 4xx is the request's: not retried, a 400 (tests/api/test_backend_errors.py)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Q?"}])

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from mmsr_serve.search._secret import Secret, redact
+from mmsr_serve._secret import Secret, redact
 
 
 def test_secret_never_prints() -> None:
