@@ -12,6 +12,7 @@ import pytest
 
 from mmsr_serve.api.app import create_app
 from mmsr_serve.api.settings import Settings
+from mmsr_serve.backends import OpenAIBackend
 from tests.api.live import LiveServer
 from tests.api.model_server import MODEL, Failure, Malformed, ModelServer
 
@@ -21,10 +22,11 @@ QUESTION = [{"role": "user", "content": "Capital of France?"}]
 
 @pytest.fixture
 def gateway(model_server: ModelServer, live_app: Callable[..., LiveServer]) -> LiveServer:
-    settings = Settings(
-        model=MODEL, backend_urls=[model_server.url], backend_api_key=BACKEND_KEY, backend_timeout_s=10
+    settings = Settings(model=MODEL, backend_urls=[model_server.url], backend_api_key=BACKEND_KEY)
+    backend = OpenAIBackend(  # as the settings would build it, with quick retries
+        model_server.url, MODEL, api_key=BACKEND_KEY, timeout_s=10, backoff_s=0.01, max_backoff_s=0.02
     )
-    return live_app(create_app(settings))
+    return live_app(create_app(settings, backend=backend))
 
 
 def _post(gateway: LiveServer, stream: bool = False) -> httpx.Response:
