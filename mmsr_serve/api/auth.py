@@ -1,6 +1,7 @@
-"""API keys: ``Authorization: Bearer KEY`` on every path but ``/health``, ``/metrics`` and the
-images published for reverse image search (``/public/images/...``, guarded by their unguessable,
-expiring tokens: the search provider fetching them has no key).
+"""API keys: ``Authorization: Bearer KEY`` on every path but the probes (``/health``, ``/ready``:
+a load balancer or the container's health check has no key, and their answers name no address),
+``/metrics`` and the images published for reverse image search (``/public/images/...``, guarded
+by their unguessable, expiring tokens: the search provider fetching them has no key).
 
 Keys are compared in constant time (each given key is compared with every configured key, so the
 time does not tell which one nearly matched). Without configured keys the server is open.
@@ -16,7 +17,7 @@ from mmsr_serve.api.errors import error_response
 from mmsr_serve.errors import Unauthorized
 from mmsr_serve.search.publish import PUBLIC_IMAGE_PATH
 
-OPEN_PATHS = frozenset({"/health", "/metrics"})
+OPEN_PATHS = frozenset({"/health", "/ready", "/metrics"})
 
 
 def key_matches(given: str, keys: list[str]) -> bool:

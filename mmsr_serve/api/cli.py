@@ -63,6 +63,10 @@ def serve(
     top_k: Annotated[int | None, Opt(help="Results per search (default 5).")] = None,
     max_tokens: Annotated[int | None, Opt(help="Tokens per model turn (default 2048).")] = None,
     max_images: Annotated[int | None, Opt(help="Images per request (default 4).")] = None,
+    max_messages: Annotated[int | None, Opt(help="Messages per request (default 2048).")] = None,
+    max_content_parts: Annotated[
+        int | None, Opt(help="Content parts over a request's messages (default 4096).")
+    ] = None,
     max_image_bytes: Annotated[int | None, Opt(help="Bytes per image (default 20 MiB).")] = None,
     max_image_pixels: Annotated[int | None, Opt(help="Pixels per image, larger ones are downscaled.")] = None,
     allow_image_urls: Annotated[bool | None, Opt(help="Fetch http(s) image URLs (default yes).")] = None,

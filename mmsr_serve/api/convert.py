@@ -105,6 +105,15 @@ def stop_sequences(req: ChatCompletionRequest) -> list[str]:
 async def read_conversation(
     req: ChatCompletionRequest, settings: Settings, fetch: Fetch | None
 ) -> Conversation:
+    if len(req.messages) > settings.max_messages:
+        raise _refuse(
+            "messages", f"has {len(req.messages)} messages, more than the {settings.max_messages} allowed"
+        )
+    parts_count = sum(len(m.content) for m in req.messages if isinstance(m.content, list))
+    if parts_count > settings.max_content_parts:
+        raise _refuse(
+            "messages", f"has {parts_count} content parts, more than the {settings.max_content_parts} allowed"
+        )
     last = req.messages[-1]
     if last.role != "user":
         raise _refuse("messages", "must end with a user message")

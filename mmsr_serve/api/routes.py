@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from contextlib import aclosing
@@ -33,6 +34,7 @@ from mmsr_serve.errors import BackendError, MMSRError, NotFound, TooManyRequests
 from mmsr_serve.images import Fetch
 from mmsr_serve.search.costs import CostLedger, current_ledger
 
+log = logging.getLogger("mmsr.api")
 router = APIRouter()
 READY_TIMEOUT_S = 5.0
 
@@ -64,16 +66,20 @@ async def health() -> dict[str, str]:
 @router.api_route("/ready", methods=["GET", "HEAD"])
 async def ready(request: Request) -> dict[str, Any]:
     rt = _runtime(request)
+    # /ready needs no key (probes have none): its answers name no address or path; the log does.
     try:
         await asyncio.wait_for(rt.agent.backend.check_ready(), READY_TIMEOUT_S)
     except (BackendError, asyncio.TimeoutError) as exc:
-        raise Unavailable(f"the model backend is not ready: {exc or 'no answer in time'}") from exc
+        log.warning("not ready: the model backend: %s", exc or "no answer in time")
+        reason = exc.public if isinstance(exc, BackendError) else "no answer in time"
+        raise Unavailable(f"the model backend is not ready: {reason}") from exc
     ensure = getattr(rt.index, "ensure_index", None)
     if ensure is not None:
         try:
             await asyncio.to_thread(ensure)
         except MMSRError as exc:
-            raise Unavailable(f"the search index is not ready: {exc}") from exc
+            log.warning("not ready: the search index: %s", exc)
+            raise Unavailable("the search index is not ready (the server's log says why)") from exc
     return {"status": "ready", "model": rt.settings.model_id}
 
 

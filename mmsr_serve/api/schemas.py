@@ -68,6 +68,12 @@ class StreamOptions(BaseModel):
     include_obfuscation: bool | None = None
 
 
+# Ceilings checked before any message is validated; ``Settings.max_messages`` / ``max_content_parts``
+# (at most these) are the limits a server applies.
+MAX_MESSAGES = 10_000
+MAX_PARTS = 20_000
+
+
 def _lone_surrogate(value: Any, where: str) -> str | None:
     """Where in ``value`` a string holds a lone surrogate (JSON allows ``"\\udc80"``; UTF-8,
     the model server and every JSON encoder downstream refuse it), or None."""
@@ -96,6 +102,24 @@ def _lone_surrogate(value: Any, where: str) -> str | None:
 
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_too_many(cls, data: Any) -> Any:
+        # Checked on the raw JSON, before validating each message: validating a million of them
+        # would hold the event loop for seconds. The server's own limit (max_messages) is lower.
+        messages = data.get("messages") if isinstance(data, dict) else None
+        if isinstance(messages, list):
+            if len(messages) > MAX_MESSAGES:
+                raise ValueError(f"messages: {len(messages)} messages, more than the {MAX_MESSAGES} accepted")
+            parts = sum(
+                len(m["content"])
+                for m in messages
+                if isinstance(m, dict) and isinstance(m.get("content"), list)
+            )
+            if parts > MAX_PARTS:
+                raise ValueError(f"messages: {parts} content parts, more than the {MAX_PARTS} accepted")
+        return data
 
     @model_validator(mode="before")
     @classmethod

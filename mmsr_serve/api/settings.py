@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from mmsr_serve.api.schemas import MAX_MESSAGES, MAX_PARTS
 from mmsr_serve.config import AgentConfig, ProviderSettings, read_config_file
 from mmsr_serve.errors import ConfigError
 
@@ -25,6 +26,10 @@ __all__ = ["ProviderSettings", "Settings", "read_config_file"]
 class Settings(AgentConfig):
     # request limits
     max_images: int = Field(4, ge=0)
+    max_messages: int = Field(2048, ge=1, le=MAX_MESSAGES)
+    """Messages per request (OpenAI's own limit is 2048); beyond it, 400."""
+    max_content_parts: int = Field(4096, ge=1, le=MAX_PARTS)
+    """Content parts (text and image parts) over all messages of a request; beyond it, 400."""
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1)
     allow_image_urls: bool = True
     """Accept http(s) image URLs (fetched through the safe fetcher) besides data URLs."""

@@ -329,7 +329,8 @@ class OpenAIBackend(ModelBackend):
         """Ready when at least one replica lists the model under ``GET /models``."""
         problems = [p for p in await asyncio.gather(*map(self._probe, self._replicas)) if p]
         if len(problems) == len(self._replicas):
-            raise BackendError("no replica is ready: " + "; ".join(problems))
+            public = f"none of the {len(problems)} model server replicas is ready"
+            raise BackendError("no replica is ready: " + "; ".join(problems), public=public)
 
     async def _probe(self, replica: _Replica) -> str | None:
         try:

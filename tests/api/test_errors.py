@@ -104,9 +104,9 @@ async def test_api_keys(app_client: AppClient) -> None:
         response = await client.post("/v1/chat/completions", json={"messages": Q}, headers=headers)
         assert_envelope(response, 401, code="invalid_api_key")
         assert response.headers["www-authenticate"] == "Bearer"
-    for path in ("/v1/models", "/ready", "/no/such/path", "/docs"):
+    for path in ("/v1/models", "/no/such/path", "/docs"):
         assert (await client.get(path)).status_code == 401
-    for path in ("/health", "/metrics"):
+    for path in ("/health", "/ready", "/metrics"):  # probes and scrapers have no key
         assert (await client.get(path)).status_code == 200
     ok = await client.post(
         "/v1/chat/completions", json={"messages": Q}, headers={"Authorization": "Bearer k2"}
@@ -231,3 +231,32 @@ async def test_no_redirect_is_built_from_the_host_header(app_client: AppClient) 
     assert response.status_code == 404 and "evil.example" not in response.headers.get("location", "")
     assert (await client.head("/health")).status_code == 200  # load balancers probe with HEAD
     assert (await client.head("/ready")).status_code == 200
+
+
+async def test_an_open_ready_names_no_address(app_client: AppClient) -> None:
+    import socket
+
+    from mmsr_serve.backends import OpenAIBackend
+
+    with socket.socket() as sock:  # a loopback port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    down = OpenAIBackend(f"http://127.0.0.1:{port}/v1", "m", max_retries=0, connect_timeout_s=0.5)
+    client = app_client(down, api_keys=["k1"])
+    message = assert_envelope(await client.get("/ready"), 503, code="not_ready")
+    assert str(port) not in message and "not ready" in message
+
+
+async def test_too_many_messages_or_parts_are_400_naming_the_limit(app_client: AppClient) -> None:
+    client = app_client(ScriptedBackend(["<answer>x</answer>"] * 3), max_messages=8, max_content_parts=6)
+    history = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}] * 4
+    many = await client.post("/v1/chat/completions", json={"messages": [*history, *Q]})
+    assert "more than the 8 allowed" in assert_envelope(many, 400, param="messages")
+    parts = [{"type": "text", "text": "a"}] * 7
+    wide = await client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": parts}]})
+    assert "more than the 6 allowed" in assert_envelope(wide, 400, param="messages")
+    # far beyond any setting: refused before a single message is validated (the event loop stays free)
+    flood = [{"role": "user", "content": "x"}] * 200_000
+    refused = await client.post("/v1/chat/completions", json={"messages": flood})
+    assert "more than the 10000 accepted" in assert_envelope(refused, 400)
+    assert (await client.post("/v1/chat/completions", json={"messages": Q})).status_code == 200
