@@ -12,8 +12,10 @@ How a chat maps onto the protocol:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from mmsr_serve.agent.limits import Limits
 from mmsr_serve.agent.loop import Sampling
@@ -125,8 +127,12 @@ async def read_conversation(
         raise ImageError(
             f"too many images: {len(image_refs)} (at most {settings.max_images})", param="messages"
         )
-    loaded = {(i, j): await _load(url, f"messages[{i}].content[{j}].image_url", settings, fetch)
-              for i, j, url in image_refs}  # fmt: skip
+    loaded = dict(zip(
+        [(i, j) for i, j, _ in image_refs],
+        await _all([_load(url, f"messages[{i}].content[{j}].image_url", settings, fetch)
+                    for i, j, url in image_refs]),
+        strict=True,
+    ))  # fmt: skip
     search_image = (image_refs[-1][0], image_refs[-1][1]) if image_refs else None
     question = "".join(text for kind, text in parts[-1] if kind == "text").strip()
     if not question:
@@ -168,6 +174,18 @@ def _parts(msg: RequestMessage, index: int) -> list[tuple[str, str]]:
                 f"{where}.content[{j}].type", f"'{part.type}' is not supported in a {msg.role} message"
             )
     return out
+
+
+async def _all(loads: list[Coroutine[Any, Any, InputImage]]) -> list[InputImage]:
+    """The images loaded at once (fetches of image URLs overlap); the first failure cancels the
+    rest and is raised."""
+    tasks = [asyncio.ensure_future(load) for load in loads]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _load(url: str, param: str, settings: Settings, fetch: Fetch | None) -> InputImage:

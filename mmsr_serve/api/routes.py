@@ -30,7 +30,7 @@ from mmsr_serve.api.schemas import (
 )
 from mmsr_serve.api.settings import Settings
 from mmsr_serve.api.streaming import StreamContext, sse_events
-from mmsr_serve.errors import BackendError, MMSRError, NotFound, TooManyRequests, Unavailable
+from mmsr_serve.errors import BackendError, MMSRError, NotFound, RequestTimeout, TooManyRequests, Unavailable
 from mmsr_serve.images import Fetch
 from mmsr_serve.search.costs import CostLedger, current_ledger
 
@@ -115,10 +115,16 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     handed_over = False
     ledger = CostLedger()  # the request's provider calls: the runs' tasks inherit it
     ledger_token = current_ledger.set(ledger)
+    timeout_s = rt.settings.request_timeout_s
+    deadline = asyncio.get_running_loop().time() + timeout_s
     try:
-        conversation = await cancel_on_disconnect(
-            request, convert.read_conversation(body, rt.settings, rt.fetch)
-        )
+        # The deadline covers the whole request: the image URL fetches too, then the runs.
+        try:
+            conversation = await cancel_on_disconnect(
+                request, asyncio.wait_for(convert.read_conversation(body, rt.settings, rt.fetch), timeout_s)
+            )
+        except asyncio.TimeoutError:
+            raise RequestTimeout(f"the request did not finish within {timeout_s:g} s") from None
         n = body.n or 1
         stops = convert.stop_sequences(body)
         streams = [
@@ -132,7 +138,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
             )
             for i in range(n)
         ]
-        events = merged(streams, timeout_s=rt.settings.request_timeout_s, on_event=rt.metrics.observe)
+        left = max(0.0, deadline - asyncio.get_running_loop().time())
+        events = merged(streams, timeout_s=left, on_event=rt.metrics.observe, deadline_s=timeout_s)
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         model = rt.settings.model_id
         if not body.stream:

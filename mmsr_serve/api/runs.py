@@ -50,8 +50,10 @@ async def merged(
     *,
     timeout_s: float,
     on_event: Callable[[Event], None] = lambda event: None,
+    deadline_s: float | None = None,
 ) -> Events:
-    """Events of all runs as ``(choice index, event)``, in arrival order, within ``timeout_s``."""
+    """Events of all runs as ``(choice index, event)``, in arrival order, within ``timeout_s``
+    (what is left of the request's ``deadline_s``, which the timeout's message names)."""
     queue: asyncio.Queue[Any] = asyncio.Queue()
 
     async def pump(index: int, stream: AsyncIterator[Event]) -> None:
@@ -76,7 +78,8 @@ async def merged(
             try:
                 item = await asyncio.wait_for(queue.get(), max(0.0, deadline - loop.time()))
             except asyncio.TimeoutError:
-                raise RequestTimeout(f"the request did not finish within {timeout_s:g} s") from None
+                limit = timeout_s if deadline_s is None else deadline_s
+                raise RequestTimeout(f"the request did not finish within {limit:g} s") from None
             if item is _END:
                 running -= 1
             elif isinstance(item, Exception):

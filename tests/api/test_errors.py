@@ -260,3 +260,51 @@ async def test_too_many_messages_or_parts_are_400_naming_the_limit(app_client: A
     refused = await client.post("/v1/chat/completions", json={"messages": flood})
     assert "more than the 10000 accepted" in assert_envelope(refused, 400)
     assert (await client.post("/v1/chat/completions", json={"messages": Q})).status_code == 200
+
+
+async def test_image_urls_are_fetched_together_within_the_request_deadline(
+    app_client: AppClient, live_app: Any
+) -> None:
+    import io as _io
+    import threading
+
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    buf = _io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(buf, "PNG")
+    both_in_flight, in_flight, lock = threading.Event(), [0], threading.Lock()
+
+    async def image(request: Any) -> Response:
+        with lock:
+            in_flight[0] += 1
+            if in_flight[0] == 2:
+                both_in_flight.set()
+        try:
+            if request.path_params["name"] == "hang":
+                await asyncio.sleep(5)
+            else:  # each waits until the other image is being fetched too (at most 3 s)
+                await asyncio.to_thread(both_in_flight.wait, 3)
+            return Response(buf.getvalue(), media_type="image/png")
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    host = live_app(Starlette(routes=[Route("/{name}.png", image)]))
+    parts = [{"type": "image_url", "image_url": {"url": f"{host.url}/{n}.png"}} for n in ("a", "b")]
+    message = {"role": "user", "content": [*parts, {"type": "text", "text": "Same?"}]}
+    client = app_client(ScriptedBackend(["<answer>yes</answer>"]), fetch_allow=["127.0.0.1"])
+    response = await client.post("/v1/chat/completions", json={"messages": [message], "search_mode": "off"})
+    assert response.status_code == 200 and both_in_flight.is_set()  # fetched at once, not one by one
+    slow = app_client(ScriptedBackend(), fetch_allow=["127.0.0.1"], request_timeout_s=0.5)
+    hung = {
+        "role": "user",
+        "content": [
+            {"type": "image_url", "image_url": {"url": f"{host.url}/hang.png"}},
+            {"type": "text", "text": "Q?"},
+        ],
+    }
+    assert_envelope(
+        await slow.post("/v1/chat/completions", json={"messages": [hung]}), 504, code="request_timeout"
+    )
