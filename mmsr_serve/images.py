@@ -35,6 +35,9 @@ MAX_DECODED_PIXELS = 24 * 1000 * 1000
 MAX_ASPECT_RATIO = 199
 
 
+# The only formats decoded: cameras, browsers and the web use these; every other PIL plugin (EPS
+# and its Ghostscript call, PSD, ICNS...) is attack surface for nothing.
+DECODED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 # Formats a model server decodes itself (vLLM, SGLang and OpenAI take all three as data URLs).
 WIRE_FORMATS = ("PNG", "JPEG", "WEBP")
 
@@ -106,7 +109,7 @@ def bytes_data_url(data: bytes, *, where: str = "image") -> str:
     """Encoded image bytes as a ``data:`` URL: the bytes themselves when they are PNG, JPEG, WebP
     or GIF, else re-encoded as PNG. Raises :class:`ImageError` when they are not an image."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data), formats=DECODED_FORMATS) as img:
             fmt = (img.format or "PNG").upper()
             if fmt not in _SENT_AS_IS:
                 fmt, data = "PNG", encode_image(img.convert("RGB"), "PNG")
@@ -128,7 +131,7 @@ def fit_pixels(image: Image.Image, max_pixels: int) -> Image.Image:
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, url: str | None = None) -> InputImage:
     """Decode encoded image bytes; raises :class:`ImageError` on anything PIL cannot read."""
     try:
-        with Image.open(io.BytesIO(data)) as probe:
+        with Image.open(io.BytesIO(data), formats=DECODED_FORMATS) as probe:
             w, h = probe.size
             if w * h > MAX_DECODED_PIXELS:
                 raise ImageError(f"image is {w}x{h} pixels, more than the {MAX_DECODED_PIXELS} allowed")

@@ -90,3 +90,25 @@ def test_the_exif_orientation_is_applied_and_such_bytes_are_never_sent_as_they_a
     plain = io.BytesIO()
     wide.save(plain, "JPEG", quality=95)
     assert decode_image(plain.getvalue()).encoded is not None
+
+
+def test_only_web_and_camera_formats_are_decoded() -> None:
+    import io
+
+    from mmsr_serve.errors import ImageError
+    from mmsr_serve.images import bytes_data_url, decode_image
+
+    for fmt in ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF"):
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8), "blue").save(buf, fmt)
+        assert decode_image(buf.getvalue()).size == (8, 8)
+    for fmt in ("ICNS", "PPM", "TGA", "PCX"):  # PIL reads these; the server does not
+        buf = io.BytesIO()
+        Image.new("RGB", (16, 16), "blue").save(buf, fmt)
+        with pytest.raises(ImageError):
+            decode_image(buf.getvalue())
+        with pytest.raises(ImageError):
+            bytes_data_url(buf.getvalue())
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n"
+    with pytest.raises(ImageError):  # never reaches Ghostscript
+        decode_image(eps)

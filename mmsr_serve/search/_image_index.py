@@ -44,6 +44,8 @@ import imagehash
 import numpy as np
 from PIL import Image
 
+from mmsr_serve.images import DECODED_FORMATS
+
 HASH_BYTES = 24
 HASH_BITS = HASH_BYTES * 8
 DEFAULT_MAX_DISTANCE = 27
@@ -72,7 +74,7 @@ _SCAN_CHUNK = 2048  # corpus images per numpy block: keeps the temporary arrays 
 
 def open_image(path: Path) -> Image.Image:
     """Decode a corpus image as RGB, letting the JPEG decoder downscale very large files."""
-    with Image.open(path) as img:
+    with Image.open(path, formats=DECODED_FORMATS) as img:
         img.draft("RGB", (_DECODE_PX, _DECODE_PX))
         return img.convert("RGB")
 
