@@ -24,6 +24,7 @@ are translated into these at the module that calls the third party, never deeper
         ├── TooManyRequests      429: every request slot is taken
         ├── ClientDisconnected   499: the client left first (logged and counted, never sent)
         ├── Unavailable          503: backend or index not ready
+        │   └── ShuttingDown     503: the server stopped before the request finished
         └── RequestTimeout       504: the request passed its deadline
 
 Every class of the tree is defined here. The search errors carry the provider's name and are
@@ -176,6 +177,10 @@ class ClientDisconnected(APIError):
 
 class Unavailable(APIError):
     status, type, code = 503, "service_unavailable", "not_ready"
+
+
+class ShuttingDown(Unavailable):
+    code = "shutting_down"
 
 
 class RequestTimeout(APIError):

@@ -74,6 +74,9 @@ def serve(
     max_n: Annotated[int | None, Opt(help="Largest n a request may ask for (default 4).")] = None,
     max_concurrent_requests: Annotated[int | None, Opt(help="Beyond this, 429 (default 64).")] = None,
     request_timeout: Annotated[float | None, Opt(help="Seconds per request (default 600).")] = None,
+    shutdown_timeout: Annotated[
+        float | None, Opt(help="On SIGTERM, seconds for requests in flight to finish (default 30).")
+    ] = None,
     log_level: Annotated[str | None, Opt(help="critical, error, warning, info or debug.")] = None,
 ) -> None:
     """Serve the search loop behind an OpenAI-compatible /v1/chat/completions.
@@ -94,6 +97,7 @@ def serve(
     overrides["backend_urls"] = overrides.pop("backend_url")
     overrides["api_keys"] = overrides.pop("api_key")
     overrides["request_timeout_s"] = overrides.pop("request_timeout")
+    overrides["shutdown_timeout_s"] = overrides.pop("shutdown_timeout")
     try:
         settings = Settings.load(config, **overrides).with_default_model()
         if settings.workers > 1:
@@ -104,7 +108,18 @@ def serve(
         app = create_app(settings)
     except MMSRError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    uvicorn.run(app, **uvicorn_options(settings))
+
+
+def uvicorn_options(settings: Any) -> dict[str, Any]:
+    """What ``uvicorn.run`` is given, one worker or several."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        # streams get shutdown_timeout_s, then their farewell; whatever is left is cancelled
+        "timeout_graceful_shutdown": settings.shutdown_timeout_s + 2,
+    }
 
 
 def chat(

@@ -10,6 +10,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse
@@ -139,7 +140,16 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
             for i in range(n)
         ]
         left = max(0.0, deadline - asyncio.get_running_loop().time())
-        events = merged(streams, timeout_s=left, on_event=rt.metrics.observe, deadline_s=timeout_s)
+        shutdown = anyio.Event() if body.stream else None  # set by the SSE response at SIGTERM
+        drain_s = rt.settings.shutdown_timeout_s
+        events = merged(
+            streams,
+            timeout_s=left,
+            on_event=rt.metrics.observe,
+            deadline_s=timeout_s,
+            shutdown=shutdown,
+            drain_s=drain_s,
+        )
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         model = rt.settings.model_id
         if not body.stream:
@@ -172,7 +182,15 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
         )
         handed_over = True
         content = _released(sse_events(replay(buffered, events), ctx), release)
-        return EventSourceResponse(content, ping=15, background=BackgroundTask(release))
+        return EventSourceResponse(
+            content,
+            ping=15,
+            background=BackgroundTask(release),
+            # a client that stops reading frees its slot: each send has this long to go out
+            send_timeout=rt.settings.stream_send_timeout_s,
+            shutdown_event=shutdown,
+            shutdown_grace_period=drain_s + 1,  # after our own farewell (error event + [DONE])
+        )
     finally:
         current_ledger.reset(ledger_token)
         if not handed_over:

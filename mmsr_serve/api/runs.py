@@ -18,7 +18,7 @@ import anyio
 from starlette.requests import Request
 
 from mmsr_serve.agent.events import Event, Finished, TurnStarted
-from mmsr_serve.errors import ClientDisconnected, RequestTimeout
+from mmsr_serve.errors import ClientDisconnected, RequestTimeout, ShuttingDown
 
 T = TypeVar("T")
 Indexed = tuple[int, Event]
@@ -51,9 +51,15 @@ async def merged(
     timeout_s: float,
     on_event: Callable[[Event], None] = lambda event: None,
     deadline_s: float | None = None,
+    shutdown: anyio.Event | None = None,
+    drain_s: float = 0.0,
 ) -> Events:
     """Events of all runs as ``(choice index, event)``, in arrival order, within ``timeout_s``
-    (what is left of the request's ``deadline_s``, which the timeout's message names)."""
+    (what is left of the request's ``deadline_s``, which the timeout's message names).
+
+    When ``shutdown`` is set (the server is stopping), the runs have ``drain_s`` more seconds to
+    finish; then :class:`ShuttingDown` (503) ends the stream (an error event and ``[DONE]``).
+    """
     queue: asyncio.Queue[Any] = asyncio.Queue()
 
     async def pump(index: int, stream: AsyncIterator[Event]) -> None:
@@ -70,10 +76,18 @@ async def merged(
                 await aclose()
 
     tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    if shutdown is not None:
+
+        async def drain() -> None:
+            await shutdown.wait()
+            await asyncio.sleep(drain_s)
+            queue.put_nowait(ShuttingDown("the server is shutting down; the request did not finish in time"))
+
+        tasks.append(asyncio.create_task(drain()))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     try:
-        running = len(tasks)
+        running = len(streams)
         while running:
             try:
                 item = await asyncio.wait_for(queue.get(), max(0.0, deadline - loop.time()))

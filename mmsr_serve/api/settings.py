@@ -37,6 +37,11 @@ class Settings(AgentConfig):
     max_n: int = Field(4, ge=1)
     max_concurrent_requests: int = Field(64, ge=1)
     request_timeout_s: float = Field(600.0, gt=0)
+    shutdown_timeout_s: float = Field(30.0, ge=0)
+    """On SIGTERM: new connections are refused and requests in flight get this long to finish;
+    streams still running then end with an error event and ``[DONE]``, and the process exits."""
+    stream_send_timeout_s: float = Field(30.0, gt=0)
+    """A streaming client that reads nothing for this long is dropped (its slot freed)."""
     # http
     workers: int = Field(1, ge=1)
     """Server processes on the port (mmsr_serve/api/workers.py); limits are per worker."""

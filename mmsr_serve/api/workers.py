@@ -63,13 +63,13 @@ def serve_workers(settings: Settings, config: Path | None, overrides: dict[str, 
         os.environ[WORKER_ENV] = json.dumps(
             {"config": str(config) if config else None, "values": values}, default=str
         )
+        from mmsr_serve.api.cli import uvicorn_options
+
         uvicorn.run(
             "mmsr_serve.api.workers:worker_app",
             factory=True,
             workers=settings.workers,
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
+            **uvicorn_options(settings),
         )
 
 
