@@ -3,7 +3,7 @@ message, never its address or the gateway's key for it (issue 13, items 2, 6 and
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import httpx
@@ -13,20 +13,38 @@ import pytest
 from mmsr_serve.api.app import create_app
 from mmsr_serve.api.settings import Settings
 from mmsr_serve.backends import OpenAIBackend
-from tests.api.live import LiveServer
+from tests.api.live import LiveServer, serve_in_thread
 from tests.api.model_server import MODEL, Failure, Malformed, ModelServer
 
 BACKEND_KEY = "sk-backend-SECRET-7f3a9c"
 QUESTION = [{"role": "user", "content": "Capital of France?"}]
 
 
+@pytest.fixture(scope="module")
+def _servers() -> Iterator[tuple[LiveServer, ModelServer]]:
+    """One model stand-in and one gateway for the module (each live server costs ~0.3 s to stop)."""
+    model_server = ModelServer()
+    with serve_in_thread(model_server.app) as live:
+        model_server.url = live.url + "/v1"
+        settings = Settings(model=MODEL, backend_urls=[model_server.url], backend_api_key=BACKEND_KEY)
+        backend = OpenAIBackend(  # as the settings would build it, with quick retries
+            model_server.url, MODEL, api_key=BACKEND_KEY, timeout_s=10, backoff_s=0.01, max_backoff_s=0.02
+        )
+        with serve_in_thread(create_app(settings, backend=backend)) as gateway:
+            yield gateway, model_server
+
+
 @pytest.fixture
-def gateway(model_server: ModelServer, live_app: Callable[..., LiveServer]) -> LiveServer:
-    settings = Settings(model=MODEL, backend_urls=[model_server.url], backend_api_key=BACKEND_KEY)
-    backend = OpenAIBackend(  # as the settings would build it, with quick retries
-        model_server.url, MODEL, api_key=BACKEND_KEY, timeout_s=10, backoff_s=0.01, max_backoff_s=0.02
-    )
-    return live_app(create_app(settings, backend=backend))
+def gateway(_servers: tuple[LiveServer, ModelServer]) -> LiveServer:
+    return _servers[0]
+
+
+@pytest.fixture
+def model_server(_servers: tuple[LiveServer, ModelServer]) -> ModelServer:
+    server = _servers[1]
+    server.replies.clear()
+    server.requests.clear()
+    return server
 
 
 def _post(gateway: LiveServer, stream: bool = False) -> httpx.Response:

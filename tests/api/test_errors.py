@@ -283,7 +283,7 @@ async def test_image_urls_are_fetched_together_within_the_request_deadline(
                 both_in_flight.set()
         try:
             if request.path_params["name"] == "hang":
-                await asyncio.sleep(5)
+                await asyncio.sleep(1)  # past the 0.5 s deadline
             else:  # each waits until the other image is being fetched too (at most 3 s)
                 await asyncio.to_thread(both_in_flight.wait, 3)
             return Response(buf.getvalue(), media_type="image/png")
