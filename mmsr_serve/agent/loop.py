@@ -68,6 +68,9 @@ class Sampling:
     stop: tuple[str, ...] = ()
     """The caller's stop sequences, sent to the backend in the ``off`` mode's plain turn. Protocol
     turns stop on their closing tags instead (the server cuts the final answer at these)."""
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,9 @@ async def agent_loop(
             top_p=sampling.top_p,
             seed=sampling.seed,
             stop=STOP_STRINGS,
+            top_k=sampling.top_k,
+            min_p=sampling.min_p,
+            repetition_penalty=sampling.repetition_penalty,
         )
         started, out = time.perf_counter(), list[Completion]()
         reasoning.next_turn()
@@ -229,6 +235,9 @@ async def plain_chat(
         top_p=sampling.top_p,
         seed=sampling.seed,
         stop=sampling.stop,
+        top_k=sampling.top_k,
+        min_p=sampling.min_p,
+        repetition_penalty=sampling.repetition_penalty,
     )
     started, out = time.perf_counter(), list[Completion]()
     live = LiveText(sampling.stop)

@@ -96,7 +96,15 @@ def sampling_for(req: ChatCompletionRequest, index: int, stops: Sequence[str]) -
     """Choice ``index`` of ``n``: a given seed is offset by the index so the runs differ;
     ``stops`` is :func:`stop_sequences` of the request, computed once by the caller."""
     seed = None if req.seed is None else req.seed + index
-    return Sampling(temperature=req.temperature, top_p=req.top_p, seed=seed, stop=tuple(stops))
+    return Sampling(
+        temperature=req.temperature,
+        top_p=req.top_p,
+        seed=seed,
+        stop=tuple(stops),
+        top_k=req.top_k,
+        min_p=req.min_p,
+        repetition_penalty=req.repetition_penalty,
+    )
 
 
 def stop_sequences(req: ChatCompletionRequest) -> list[str]:

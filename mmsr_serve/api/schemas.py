@@ -171,6 +171,11 @@ class ChatCompletionRequest(BaseModel):
     max_image_searches: int | None = Field(None, ge=0)
     max_text_searches: int | None = Field(None, ge=0)
     search_top_k: int | None = Field(None, ge=1)
+    # --- vLLM's sampling extras (openai-python: extra_body), passed to the model ---
+    top_k: int | None = Field(None, ge=-1)
+    """-1 (or 0): no top-k filtering, as in vLLM."""
+    min_p: float | None = Field(None, ge=0, le=1)
+    repetition_penalty: float | None = Field(None, gt=0)
     return_trace: bool = False
 
 

@@ -79,6 +79,10 @@ class GenerateRequest:
     top_p: float | None = None
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    # vLLM's sampling extras (transformers' generate takes them too); None: the model's default
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,8 @@ def generate_options(
     temperature: float | None,
     top_p: float | None = None,
     top_k: int | None = None,
+    min_p: float | None = None,
+    repetition_penalty: float | None = None,
     stop: Sequence[str] = (),
     tokenizer: Any = None,
 ) -> dict[str, Any]:
@@ -89,7 +91,11 @@ def generate_options(
         if top_p is not None:
             options["top_p"] = top_p
         if top_k is not None:
-            options["top_k"] = top_k
+            options["top_k"] = max(top_k, 0)  # vLLM's -1 is transformers' 0: no top-k
+        if min_p is not None:
+            options["min_p"] = min_p
+    if repetition_penalty is not None:  # greedy decoding honours it too
+        options["repetition_penalty"] = repetition_penalty
     if stop:
         options.update(stop_strings=list(stop), tokenizer=tokenizer)
     return options
@@ -177,6 +183,8 @@ class HFGeneration:
         temperature: float | None,
         top_p: float | None = None,
         top_k: int | None = None,
+        min_p: float | None = None,
+        repetition_penalty: float | None = None,
         stop: Sequence[str] = (),
         seed: int | None = None,
         suppress_tokens: Sequence[int] = (),
@@ -186,7 +194,13 @@ class HFGeneration:
         import torch
 
         options = generate_options(
-            temperature=temperature, top_p=top_p, top_k=top_k, stop=stop, tokenizer=self.tokenizer
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            min_p=min_p,
+            repetition_penalty=repetition_penalty,
+            stop=stop,
+            tokenizer=self.tokenizer,
         )
         if seed is not None:
             torch.manual_seed(seed)

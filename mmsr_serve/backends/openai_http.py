@@ -284,6 +284,9 @@ class OpenAIBackend(ModelBackend):
             params["temperature"] = request.temperature
         if request.top_p is not None:
             params["top_p"] = request.top_p
+        for name in ("top_k", "min_p", "repetition_penalty"):  # vLLM's and SGLang's extras
+            if (value := getattr(request, name)) is not None:
+                params[name] = value
         params.update(self._extra_body)
         try:
             return fastjson.dumps(params)

@@ -47,6 +47,8 @@ def assert_envelope(
         ({"messages": Q, "search_top_k": 50}, "search_top_k"),
         ({"messages": Q, "search_mode": "sometimes"}, "search_mode"),
         ({"messages": Q, "temperature": 3}, "temperature"),
+        ({"messages": Q, "min_p": 1.5}, "min_p"),
+        ({"messages": Q, "repetition_penalty": 0}, "repetition_penalty"),
         ({"messages": Q, "serch_mode": "off"}, "serch_mode"),
         ({"messages": []}, "messages"),
         ({"messages": [*Q, {"role": "assistant", "content": "A"}]}, "messages"),
@@ -308,3 +310,14 @@ async def test_image_urls_are_fetched_together_within_the_request_deadline(
     assert_envelope(
         await slow.post("/v1/chat/completions", json={"messages": [hung]}), 504, code="request_timeout"
     )
+
+
+async def test_vllms_sampling_extras_reach_the_backend(app_client: AppClient) -> None:
+    backend = ScriptedBackend(["<reason>r</reason><answer>ok</answer>", "plain"])
+    client = app_client(backend)
+    extras = {"top_k": 20, "min_p": 0.05, "repetition_penalty": 1.1, "temperature": 0.6}
+    for mode in ("auto", "off"):
+        body = {"messages": Q, "search_mode": mode, **extras}
+        assert (await client.post("/v1/chat/completions", json=body)).status_code == 200
+    for request in backend.requests:
+        assert (request.top_k, request.min_p, request.repetition_penalty) == (20, 0.05, 1.1)

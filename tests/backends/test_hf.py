@@ -232,3 +232,19 @@ async def test_closed_backend_refuses_requests(backend: TransformersBackend) -> 
     await backend.aclose()
     with pytest.raises(BackendError, match="closed"):
         await backend.generate(ask())
+
+
+def test_vllms_sampling_extras_map_onto_generate() -> None:
+    from mmsr_serve.backends.hf_core import generate_options
+
+    sampled = generate_options(temperature=0.7, top_p=0.9, top_k=-1, min_p=0.05, repetition_penalty=1.1)
+    assert sampled == {
+        "do_sample": True,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "top_k": 0,  # vLLM's -1: no top-k
+        "min_p": 0.05,
+        "repetition_penalty": 1.1,
+    }
+    greedy = generate_options(temperature=0, top_k=5, min_p=0.05, repetition_penalty=1.2)
+    assert greedy == {"do_sample": False, "repetition_penalty": 1.2}  # the filters only apply to sampling

@@ -238,7 +238,15 @@ async def test_sampling_parameters_and_extra_body_reach_the_server(a: Running) -
     sent = a.stand_in.requests[0]
     assert (sent["max_tokens"], sent["temperature"], sent["top_p"], sent["seed"]) == (64, 0.7, 0.9, 3)
     assert sent["stop"] == ["</answer>"] and sent["top_k"] == 5 and sent["repetition_penalty"] == 1.05
+    await model.generate(ask(top_k=20, min_p=0.05, repetition_penalty=1.1))
+    sent = a.stand_in.requests[1]  # the operator's extra_body wins over a request's own values
+    assert (sent["top_k"], sent["min_p"], sent["repetition_penalty"]) == (5, 0.05, 1.05)
+    plain = backend(a.url)
+    await plain.generate(ask(top_k=20, min_p=0.05, repetition_penalty=1.1))
+    sent = a.stand_in.requests[2]
+    assert (sent["top_k"], sent["min_p"], sent["repetition_penalty"]) == (20, 0.05, 1.1)
     await model.aclose()
+    await plain.aclose()
 
 
 def _decode(url: str) -> Image.Image:
