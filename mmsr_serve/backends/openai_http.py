@@ -273,18 +273,13 @@ class OpenAIBackend(ModelBackend):
             "messages": [self._wire_message(m) for m in request.messages],
             "model": self.model,
             "max_tokens": request.max_tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True},
         }
-        if request.seed is not None:
-            params["seed"] = request.seed
         if request.stop:
             params["stop"] = list(request.stop)
-        params["stream"] = True
-        params["stream_options"] = {"include_usage": True}
-        if request.temperature is not None:
-            params["temperature"] = request.temperature
-        if request.top_p is not None:
-            params["top_p"] = request.top_p
-        for name in ("top_k", "min_p", "repetition_penalty"):  # vLLM's and SGLang's extras
+        # the sampling knobs a request sets; top_k, min_p, repetition_penalty: vLLM's and SGLang's
+        for name in ("seed", "temperature", "top_p", "top_k", "min_p", "repetition_penalty"):
             if (value := getattr(request, name)) is not None:
                 params[name] = value
         params.update(self._extra_body)
