@@ -107,7 +107,9 @@ def create_app(
     app.include_router(router)
     app.include_router(public_router)
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, read_timeout_s=settings.client_timeout_s
+    )
     app.add_middleware(AuthMiddleware, keys=settings.api_keys)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -1,11 +1,17 @@
-"""A bound on request bodies: 413 when ``Content-Length`` or the bytes actually received exceed it.
+"""A bound on request bodies: 413 when ``Content-Length`` or the bytes actually received exceed it,
+408 when the client stops sending it.
 
 The body is read here, counted as it arrives (a lying or absent ``Content-Length`` does not get
-past), and replayed to the app; later ``receive`` calls (the disconnect notice) pass through.
+past), each piece within ``read_timeout_s`` of the last (a ``Content-Length`` larger than what is
+sent would otherwise hold the connection for ever), and replayed to the app; later ``receive``
+calls (the disconnect notice) pass through.
 """
 
 from __future__ import annotations
 
+import asyncio
+
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mmsr_serve.api.errors import error_response
@@ -13,9 +19,10 @@ from mmsr_serve.errors import PayloadTooLarge
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout_s: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.read_timeout_s = read_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -29,7 +36,11 @@ class BodyLimitMiddleware:
         chunks: list[bytes] = []
         size = 0
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.read_timeout_s)
+            except asyncio.TimeoutError:
+                await _request_timeout(self.read_timeout_s)(scope, receive, send)
+                return
             if message["type"] != "http.request":
                 return  # the client left before sending its body
             chunk = message.get("body", b"")
@@ -50,3 +61,10 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def _request_timeout(seconds: float) -> JSONResponse:
+    """408, as HTTP has it for a request not sent in time (and the connection is closed)."""
+    message = f"the request body did not arrive: nothing for {seconds:g} s"
+    error = {"message": message, "type": "invalid_request_error", "param": None, "code": "request_timeout"}
+    return JSONResponse({"error": error}, status_code=408, headers={"Connection": "close"})

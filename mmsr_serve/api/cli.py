@@ -113,12 +113,16 @@ def serve(
 
 def uvicorn_options(settings: Any) -> dict[str, Any]:
     """What ``uvicorn.run`` is given, one worker or several."""
+    from mmsr_serve.api.protocol import protocol_options
+
     return {
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,
         # streams get shutdown_timeout_s, then their farewell; whatever is left is cancelled
         "timeout_graceful_shutdown": settings.shutdown_timeout_s + 2,
+        "limit_concurrency": settings.max_connections,
+        **protocol_options(settings.client_timeout_s),  # headers within client_timeout_s
     }
 
 

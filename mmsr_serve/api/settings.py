@@ -42,6 +42,11 @@ class Settings(AgentConfig):
     streams still running then end with an error event and ``[DONE]``, and the process exits."""
     stream_send_timeout_s: float = Field(30.0, gt=0)
     """A streaming client that reads nothing for this long is dropped (its slot freed)."""
+    client_timeout_s: float = Field(30.0, gt=0)
+    """A request's headers must arrive within this long, and each piece of its body within this
+    long of the last (slowloris, short bodies): the connection is closed, or 408."""
+    max_connections: int = Field(1024, ge=1)
+    """Open connections (and tasks) a worker keeps; beyond it new requests get 503 at once."""
     # http
     workers: int = Field(1, ge=1)
     """Server processes on the port (mmsr_serve/api/workers.py); limits are per worker."""

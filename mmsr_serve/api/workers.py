@@ -32,6 +32,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from mmsr_serve.api.metrics import MULTIPROC_ENV
+from mmsr_serve.api.protocol import guarded_protocol
 from mmsr_serve.api.settings import Settings
 from mmsr_serve.errors import ConfigError
 
@@ -80,6 +81,7 @@ def worker_app() -> FastAPI:
     args = json.loads(os.environ[WORKER_ENV])
     config = Path(args["config"]) if args["config"] else None
     settings = Settings.load(config, **args["values"]).with_default_model(build=False)
+    guarded_protocol(settings.client_timeout_s)  # this process's header deadline
     return create_app(settings)
 
 

@@ -20,14 +20,15 @@ class LiveServer:
 
 
 @contextlib.contextmanager
-def serve_in_thread(app: Any, *, start_timeout_s: float = 10.0) -> Iterator[LiveServer]:
+def serve_in_thread(app: Any, *, start_timeout_s: float = 10.0, **options: Any) -> Iterator[LiveServer]:
+    """``options``: more ``uvicorn.Config`` arguments (the server's own protocol class, say)."""
     # IPPROTO_TCP, not the default 0: asyncio turns Nagle's algorithm off only on sockets that say they
     # are TCP, and without that every answer on a kept-alive connection waits ~40 ms for a delayed ACK.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2, **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
