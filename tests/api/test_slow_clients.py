@@ -66,3 +66,30 @@ def test_whole_requests_still_work_and_stay_kept_alive(server: LiveServer) -> No
             sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             answer = sock.recv(65536)
             assert answer.startswith(b"HTTP/1.1 200") and b'"ok"' in answer
+
+
+@pytest.mark.slow
+def test_a_streaming_client_that_stops_reading_frees_its_slot() -> None:
+    # One slot; a client opens a stream of a long answer and reads nothing. Its sends stall once
+    # the socket buffers are full; after stream_send_timeout_s it is dropped and the slot is free.
+    import time
+
+    import httpx
+
+    answer = " ".join(["w" * 10_000] * 1000)  # 1,000 "words" (within max_tokens), 10 MB: more than any buffer
+    backend = ScriptedBackend([answer, "ok"])
+    settings = Settings(model="m", max_concurrent_requests=1, stream_send_timeout_s=0.5)
+    with serve_in_thread(create_app(settings, backend=backend)) as live:
+        body = b'{"messages": [{"role": "user", "content": "Q?"}], "search_mode": "off", "stream": true}'
+        head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        with _connect(live) as stalled:
+            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stalled.sendall(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            question = {"messages": [{"role": "user", "content": "Q?"}], "search_mode": "off"}
+            deadline, status = time.monotonic() + 20, 0
+            while time.monotonic() < deadline:  # 429 while the stalled stream holds the slot
+                status = httpx.post(live.url + "/v1/chat/completions", json=question, timeout=10).status_code
+                if status == 200:
+                    break
+                time.sleep(0.2)
+            assert status == 200
