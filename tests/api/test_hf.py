@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,6 +11,7 @@ from PIL import Image
 
 from mmsr_serve.api import Settings, create_app
 from tests.api.conftest import data_url, user_with_image
+from tests.api.live import mmsr_serve_process
 
 if importlib.util.find_spec("transformers") is None:  # not importorskip: importing it takes seconds
     pytest.skip("transformers is not installed", allow_module_level=True)
@@ -40,29 +36,9 @@ async def test_in_process_hf_backend_answers(tiny: Path) -> None:
 
 @pytest.mark.slow
 def test_mmsr_serve_subprocess(tiny: Path) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "mmsr_serve.cli", "serve", "--backend", "hf", "--model", str(tiny)]
-    cmd += ["--device", "cpu", "--port", str(port), "--log-level", "warning"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MMSR_")}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            try:
-                if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "mmsr serve did not become ready"
-            time.sleep(0.2)
+    args = ("--backend", "hf", "--model", str(tiny), "--device", "cpu", "--log-level", "warning")
+    with mmsr_serve_process(*args) as served:
         body = {"messages": [{"role": "user", "content": "Hi?"}], "max_tokens": 4, "search_mode": "off"}
-        response = httpx.post(url + "/v1/chat/completions", json=body, timeout=60)
+        response = httpx.post(served.url + "/v1/chat/completions", json=body, timeout=60)
         assert response.status_code == 200, response.text
         assert response.json()["choices"][0]["message"]["content"]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)

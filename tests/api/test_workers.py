@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +12,7 @@ import pytest
 from mmsr_serve.api.settings import Settings
 from mmsr_serve.api.workers import serve_workers
 from mmsr_serve.errors import ConfigError
+from tests.api.live import mmsr_serve_process
 from tests.api.model_server import MODEL, ModelServer
 
 
@@ -42,19 +38,11 @@ def _children(pid: int) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").exists(), reason="counts worker processes through /proc")
 def test_two_workers_serve_one_port_and_report_one_set_of_metrics(model_server: ModelServer) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "mmsr_serve.cli", "serve", "--workers", "2", "--backend", "openai"]
-    cmd += ["--backend-url", model_server.url, "--model", MODEL, "--port", str(port)]
-    cmd += ["--search-cache", "off", "--log-level", "warning"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MMSR_", "PROMETHEUS_"))}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
+    args = ("--workers", "2", "--backend", "openai", "--backend-url", model_server.url, "--model", MODEL)
+    with mmsr_serve_process(*args, "--search-cache", "off", "--log-level", "warning") as served:
+        url, proc = served.url, served.proc
         deadline = time.monotonic() + 60
-        while len(_children(proc.pid)) < 2 or not _ready(url):
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+        while len(_children(proc.pid)) < 2:
             assert time.monotonic() < deadline, "the workers did not start"
             time.sleep(0.2)
         workers = _children(proc.pid)
@@ -74,17 +62,3 @@ def test_two_workers_serve_one_port_and_report_one_set_of_metrics(model_server: 
             assert re.search(r"^mmsr_requests_in_flight 0\.0$", text, re.M)
         assert counts == {float(sent)}
         assert len(workers) >= 2 and proc.poll() is None
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(url + "/ready", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
