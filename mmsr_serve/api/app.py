@@ -37,6 +37,7 @@ from mmsr_serve.api.metrics import Metrics, MetricsMiddleware, worker_exited
 from mmsr_serve.api.public import router as public_router
 from mmsr_serve.api.routes import Runtime, router
 from mmsr_serve.api.runs import Slots
+from mmsr_serve.api.schemas import ErrorResponse
 from mmsr_serve.api.settings import Settings
 from mmsr_serve.backends.base import ModelBackend
 from mmsr_serve.images import Fetch
@@ -107,6 +108,7 @@ def create_app(
     app.include_router(router)
     app.include_router(public_router)
     install_error_handlers(app)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.max_body_bytes, read_timeout_s=settings.client_timeout_s
     )
@@ -122,3 +124,30 @@ def _build_fetch(settings: Settings) -> Fetch | None:
     from mmsr_serve.fetch import SafeFetcher
 
     return SafeFetcher(allow=settings.fetch_allow, max_bytes=settings.max_image_bytes).fetch_image
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, with the errors this server really answers: a request that fails
+    validation is a 400 in OpenAI's envelope (mmsr_serve/api/errors.py), never FastAPI's 422."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components["ErrorResponse"] = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, definition in components["ErrorResponse"].pop("$defs", {}).items():
+        components.setdefault(name, definition)
+    error = {
+        "description": "Invalid request, in OpenAI's error envelope",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+    }
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            if responses.pop("422", None) is not None:
+                responses["400"] = error
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    app.openapi_schema = schema
+    return schema

@@ -59,12 +59,14 @@ def _runtime(request: Request) -> Runtime:
     return runtime
 
 
-@router.api_route("/health", methods=["GET", "HEAD"])
+@router.get("/health")
+@router.head("/health", include_in_schema=False)  # load balancers probe with HEAD too
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.api_route("/ready", methods=["GET", "HEAD"])
+@router.get("/ready")
+@router.head("/ready", include_in_schema=False)
 async def ready(request: Request) -> dict[str, Any]:
     rt = _runtime(request)
     # /ready needs no key (probes have none): its answers name no address or path; the log does.

@@ -321,3 +321,14 @@ async def test_vllms_sampling_extras_reach_the_backend(app_client: AppClient) ->
         assert (await client.post("/v1/chat/completions", json=body)).status_code == 200
     for request in backend.requests:
         assert (request.top_k, request.min_p, request.repetition_penalty) == (20, 0.05, 1.1)
+
+
+async def test_the_openapi_schema_advertises_the_400_the_server_answers(app_client: AppClient) -> None:
+    schema = (await app_client(ScriptedBackend()).get("/openapi.json")).json()
+    responses = schema["paths"]["/v1/chat/completions"]["post"]["responses"]
+    assert "422" not in responses and "400" in responses
+    ref = responses["400"]["content"]["application/json"]["schema"]["$ref"]
+    assert ref == "#/components/schemas/ErrorResponse"
+    assert "ErrorBody" in schema["components"]["schemas"]
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    assert "422" not in str(schema)
