@@ -19,7 +19,8 @@ private network). :class:`SafeFetcher`, for every hop including each redirect:
   the whole fetch, redirects included. HTTP proxies from the environment are ignored.
 
 ``allow`` lists exceptions for local development and tests: hostnames (any address they resolve
-to is accepted) or networks such as ``127.0.0.1`` or ``10.0.0.0/8``. Nothing non-public is
+to is accepted) or networks such as ``127.0.0.1`` or ``10.0.0.0/8``, each on any port or only on
+the one it names (``127.0.0.1:8080``, ``[::1]:8080``, ``pictures.test:8443``). Nothing non-public is
 reachable by default. Errors are :class:`FetchError` (a :class:`SearchError`, so a failed page
 read becomes a tool result), or :class:`ImageError` from :meth:`SafeFetcher.fetch_image`.
 """
@@ -68,6 +69,19 @@ class Fetched:
     data: bytes = field(repr=False)
 
 
+def _split_port(entry: str) -> tuple[str, int | None]:
+    """An allow-list entry as (host or network, port or None for any): ``10.0.0.0/8``,
+    ``127.0.0.1:8080``, ``[::1]:8080``, ``pictures.test:8443``, ``::1``."""
+    entry = entry.strip()
+    if entry.startswith("["):
+        inside, _, rest = entry[1:].partition("]")
+        return inside, int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else None
+    head, sep, tail = entry.rpartition(":")
+    if sep and ":" not in head and tail.isdigit():  # one colon: host or IPv4 with a port
+        return head, int(tail)
+    return entry, None
+
+
 def is_public_address(addr: IPAddress) -> bool:
     """Whether ``addr`` is a globally routable unicast address (see the module docstring)."""
     if isinstance(addr, ipaddress.IPv6Address):
@@ -113,13 +127,14 @@ class SafeFetcher:
         self._pools: OrderedDict[tuple[str, str, int | None], httpx.AsyncClient] = OrderedDict()
         self._busy: Counter[tuple[str, str, int | None]] = Counter()
         self._closing: set[asyncio.Task[None]] = set()
-        self._allowed_hosts: set[str] = set()
-        self._allowed_nets: list[IPNetwork] = []
+        self._allowed_hosts: dict[str, set[int | None]] = {}
+        self._allowed_nets: list[tuple[IPNetwork, int | None]] = []
         for entry in allow:
+            where, port = _split_port(entry)
             try:
-                self._allowed_nets.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+                self._allowed_nets.append((ipaddress.ip_network(where, strict=False), port))
             except ValueError:
-                self._allowed_hosts.add(entry.casefold().rstrip("."))
+                self._allowed_hosts.setdefault(where.casefold().rstrip("."), set()).add(port)
 
     async def fetch_image(self, url: str) -> bytes:
         """The bytes of an image URL; the response must say ``image/*``. Raises :class:`ImageError`."""
@@ -223,12 +238,15 @@ class SafeFetcher:
             raise FetchError("URLs with credentials are refused", url=url)
         return parsed
 
-    def _allowed(self, addr: IPAddress) -> bool:
+    def _allowed(self, addr: IPAddress, port: int) -> bool:
         candidates = [addr]
         if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
             candidates.append(addr.ipv4_mapped)
         in_allow_list = any(
-            a in net for a in candidates for net in self._allowed_nets if a.version == net.version
+            a in net and allowed_port in (None, port)
+            for a in candidates
+            for net, allowed_port in self._allowed_nets
+            if a.version == net.version
         )
         return in_allow_list or is_public_address(addr)
 
@@ -242,9 +260,10 @@ class SafeFetcher:
         except (socket.gaierror, UnicodeError) as exc:
             raise FetchError(f"cannot resolve {url.host}", url=str(url)) from exc
         addresses = list(dict.fromkeys(str(info[4][0]).split("%")[0] for info in infos))
-        if host.casefold().rstrip(".") in self._allowed_hosts:
+        ports = self._allowed_hosts.get(host.casefold().rstrip("."), set())
+        if None in ports or port in ports:
             return addresses
-        if not addresses or not all(self._allowed(ipaddress.ip_address(a)) for a in addresses):
+        if not addresses or not all(self._allowed(ipaddress.ip_address(a), port) for a in addresses):
             raise FetchError(
                 f"refusing to fetch from {url.host}: it resolves to a non-public address"
                 " (private, loopback, link-local or reserved)",

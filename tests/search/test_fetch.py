@@ -372,3 +372,15 @@ async def test_keepalive_reuses_a_connection_per_host_name_and_still_checks_ever
             await fetcher.fetch(f"http://a.test:{port}/")
         await fetcher.aclose()
         srv.close()
+
+
+async def test_an_allow_entry_may_name_its_port(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    port = int(server.base.rsplit(":", 1)[1])
+    resolver = _fake_resolver({"pictures.test": ["127.0.0.1"]})
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", resolver)
+    for allow in ([f"127.0.0.1:{port}"], [f"pictures.test:{port}"], ["127.0.0.0/8"]):
+        fetched = await SafeFetcher(allow=allow).fetch(f"http://pictures.test:{port}/image.png")
+        assert fetched.data == PNG
+    for allow in ([f"127.0.0.1:{port + 1}"], [f"pictures.test:{port + 1}"], [f"[::1]:{port}"]):
+        with pytest.raises(FetchError, match="non-public"):  # another port (or address) only
+            await SafeFetcher(allow=allow).fetch(f"http://pictures.test:{port}/image.png")
