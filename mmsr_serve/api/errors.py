@@ -86,8 +86,15 @@ def error_response(exc: BaseException) -> JSONResponse:
     return JSONResponse(error_body(exc), status_code=status, headers=headers)
 
 
+def _union_tag(part: Any) -> bool:
+    """A union member's name in a pydantic error location (``str``, ``list[ContentPart]``, ...)."""
+    if not isinstance(part, str):
+        return False
+    return part in ("str", "int", "float", "bool", "none") or "[" in part or part.startswith("function-")
+
+
 def _param(loc: tuple[Any, ...]) -> str | None:
-    parts = [str(p) for p in loc if p not in ("body",)]
+    parts = [str(p) for p in loc if p not in ("body",) and not _union_tag(p)]
     out = ""
     for p in parts:
         out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
@@ -96,7 +103,10 @@ def _param(loc: tuple[Any, ...]) -> str | None:
 
 async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request", "type": ""}
+    errors = exc.errors() or [{"loc": (), "msg": "invalid request", "type": ""}]
+    # A union (a string or a list of parts) fails once per member: the deepest location is the
+    # one that says where the input went wrong (the first such, as pydantic ordered them).
+    first = max(errors, key=lambda e: len([p for p in e.get("loc", ()) if not _union_tag(p)]))
     param = _param(tuple(first.get("loc", ())))
     if first.get("type") == "extra_forbidden":
         message = f"unrecognized request argument: {param}"

@@ -332,3 +332,21 @@ async def test_the_openapi_schema_advertises_the_400_the_server_answers(app_clie
     assert "ErrorBody" in schema["components"]["schemas"]
     assert "HTTPValidationError" not in schema["components"]["schemas"]
     assert "422" not in str(schema)
+
+
+@pytest.mark.parametrize(
+    ("content", "param"),
+    [
+        (5, "messages[0].content"),
+        ([{"type": "text", "text": 5}], "messages[0].content[0].text"),
+        ([{"type": "image_url", "image_url": {"url": 3}}], "messages[0].content[0].image_url.url"),
+    ],
+)
+async def test_validation_errors_name_the_field_not_pydantics_union_member(
+    app_client: AppClient, content: Any, param: str
+) -> None:
+    client = app_client(ScriptedBackend())
+    response = await client.post(
+        "/v1/chat/completions", json={"messages": [{"role": "user", "content": content}]}
+    )
+    assert assert_envelope(response, 400, param=param).startswith(param + ":")
