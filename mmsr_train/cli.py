@@ -173,6 +173,9 @@ def curate(
     text_search: TextSearchOpt = None,
     search_cache: Annotated[str | None, Opt(help="SQLite search cache file.")] = None,
     search_cache_mode: Annotated[str | None, Opt(help="readwrite, replay or refresh.")] = None,
+    prompt_pack: Annotated[
+        str | None, Opt(help="Prompt pack file (default: the checkpoint's, else the project's).")
+    ] = None,
     k: Annotated[int, Opt(help="Rollouts per question and setting.")] = 8,
     min_correct: Annotated[int, Opt(help="Correct rollouts that settle a label.")] = 1,
     search_required_ratio: Annotated[float, Opt(help="Share of search-required questions.")] = 0.68,
@@ -192,6 +195,7 @@ def curate(
     from mmsr_bench.data import load_samples, write_jsonl
     from mmsr_serve.agent.agent import SearchAgent
     from mmsr_serve.agent.loop import Sampling
+    from mmsr_serve.agent.prompts import load_pack
     from mmsr_train.curate import balance, label_samples, report
     from mmsr_train.rollout import build_tools
 
@@ -212,13 +216,16 @@ def curate(
             search_cache_mode=search_cache_mode,
             max_tokens=max_tokens,
             max_new_tokens=max_new_tokens,
+            prompt_pack=prompt_pack,
         )
         tools = build_tools(config_)
+        pack_file = config_.prompt_pack_file()  # the flag, else the checkpoint's own pack
         agent = SearchAgent(
             config_.build_backend(),
             image_search=tools.image,
             text_search=tools.text,
             limits=config_.limits(recover=False),
+            pack=load_pack(pack_file) if pack_file else None,
         )
         labelled = asyncio.run(
             label_samples(
@@ -234,9 +241,25 @@ def curate(
     except MMSRError as exc:
         raise typer.BadParameter(str(exc)) from exc
     chosen = balance(labelled, search_required_ratio=search_required_ratio, size=size, seed=seed)
-    write_jsonl(chosen, out)
     summary = report(labelled, chosen)
     typer.echo("labels: " + ", ".join(f"{k}={v}" for k, v in summary.labels.items()))
+    solved = len(labelled) - summary.labels.get("unsolved", 0)
+    why = (
+        f"the model solved {solved} of {len(labelled)} questions in {k} rollouts each; check the"
+        f" prompt pack ({pack_file or 'the project default'}), the model, --max-tokens and the answers"
+    )
+    if not chosen:
+        if solved:  # labelled, but not in the proportions asked for
+            why = (
+                f"no balanced set with {search_required_ratio:.0%} search-required questions can be"
+                f" drawn from {summary.labels.get('search_required', 0)} search-required and"
+                f" {summary.labels.get('search_free', 0)} search-free ones (--search-required-ratio)"
+            )
+        typer.secho(f"error: nothing to write: {why}", fg="red", err=True)
+        raise typer.Exit(1)
+    if solved < _FEW_SOLVED * len(labelled):
+        typer.secho(f"warning: a near-empty set: {why}", fg="yellow", err=True)
+    write_jsonl(chosen, out)
     typer.echo(f"balanced set: {len(chosen)} questions ({summary.selected}) written to {out}")
 
 
@@ -311,6 +334,9 @@ def demo(
     )
     final = run_demo(config)
     typer.echo(f"demo checkpoint at {final}")
+
+
+_FEW_SOLVED = 0.1  # curation: below this share of solved questions the set is called near-empty
 
 
 def _agent(config: Path | None, **flags: Any) -> Any:
