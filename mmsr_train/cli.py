@@ -133,6 +133,7 @@ def sft(
     try:
         agent = _agent(
             config,
+            start=model,
             index=index,
             corpus=corpus,
             search_cache=search_cache,
@@ -339,14 +340,15 @@ def demo(
 _FEW_SOLVED = 0.1  # curation: below this share of solved questions the set is called near-empty
 
 
-def _agent(config: Path | None, **flags: Any) -> Any:
-    """The agent configuration of a training command: ``config`` (a file as ``mmsr serve --config``
-    takes), the serving environment variables, then the flags; loaded as serving loads it."""
+def _agent(config: Path | None, *, start: str | None = None, **flags: Any) -> Any:
+    """The agent configuration of a training command: what the ``start`` checkpoint recorded (its
+    pack, limits and image sizes), ``config`` (a file as ``mmsr serve --config`` takes), the
+    serving environment variables, then the flags; loaded as serving loads it."""
     from mmsr_serve.config import AgentConfig, read_config_file
-    from mmsr_train.config import training_env
+    from mmsr_train.config import starting_point, training_env
 
     file_values = read_config_file(config) if config is not None else {}
-    return AgentConfig.from_sources(file_values, env=training_env(), **flags)
+    return AgentConfig.from_sources({**starting_point(start), **file_values}, env=training_env(), **flags)
 
 
 def _summary(summary: Any) -> None:

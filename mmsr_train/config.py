@@ -21,10 +21,12 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from mmsr_serve.agent.limits import Limits
-from mmsr_serve.config import OLD_NAMES, AgentConfig, read_config_file
+from mmsr_serve.agent.prompts import checkpoint_pack
+from mmsr_serve.config import OLD_NAMES, AgentConfig, checkpoint_protocol, read_config_file
 from mmsr_serve.errors import ConfigError, InvalidInputError
 
 
@@ -110,7 +112,8 @@ class GRPORunConfig:
         missing = sorted(n for n in ("model", "train_data", "output_dir") if not own.get(n))
         if missing:
             raise ConfigError(f"missing run config keys: {missing}")
-        agent = AgentConfig.from_sources(agent_file, env=training_env(env), **agent_flags)
+        start = starting_point(own["model"])  # the checkpoint's own record: below file, env, flags
+        agent = AgentConfig.from_sources({**start, **agent_file}, env=training_env(env), **agent_flags)
         return cls(**own, agent=agent)
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,6 +128,20 @@ def training_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     out = dict(os.environ if env is None else env)
     out.pop("MMSR_CONFIG", None)
     return out
+
+
+def starting_point(checkpoint: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """What a checkpoint that training continues from recorded: its prompt pack and its limits and
+    image sizes (``mmsr_agent.json``), as agent settings of the lowest precedence. Training on
+    from a checkpoint then keeps the pack it was trained with (and writes that pack into the new
+    checkpoint), unless the run configures another."""
+    if not checkpoint:
+        return {}
+    values: dict[str, Any] = checkpoint_protocol({"backend": "hf", "model": str(checkpoint)})
+    pack = checkpoint_pack(Path(checkpoint)) if Path(checkpoint).is_dir() else None
+    if pack is not None:
+        values["prompt_pack"] = pack
+    return values
 
 
 def split_fields(cls: Any, values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

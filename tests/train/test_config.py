@@ -89,3 +89,31 @@ def test_importing_the_package_and_cli_loads_no_heavy_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_training_on_from_a_checkpoint_keeps_its_recorded_pack_and_limits(tmp_path: Path) -> None:
+    # issue 16, item 2: continuing from a checkpoint trained with another pack switched to the
+    # default pack (GRPO and SFT) and wrote that into the new checkpoint
+    import json
+    from dataclasses import replace
+
+    from mmsr_serve.agent.prompts import default_pack
+    from mmsr_serve.config import RECORD_FILE
+    from mmsr_train.cli import _agent
+
+    start = tmp_path / "ckpt"
+    start.mkdir()
+    replace(default_pack(), name="theirs").save(start / "prompt_pack.json")
+    (start / RECORD_FILE).write_text(json.dumps({"max_turns": 2, "max_text_searches": 1}))
+    grpo = GRPORunConfig.load(model=str(start), train_data="t.jsonl", output_dir="o")
+    sft = _agent(None, start=str(start))
+    for agent in (grpo.agent, sft):
+        assert agent.prompt_pack == start / "prompt_pack.json"
+        assert (agent.max_turns, agent.max_text_searches) == (2, 1)
+    mine = tmp_path / "mine.json"
+    default_pack().save(mine)
+    chosen = GRPORunConfig.load(
+        model=str(start), train_data="t.jsonl", output_dir="o", prompt_pack=str(mine), max_turns=3
+    )
+    assert chosen.agent.prompt_pack == mine and chosen.agent.max_turns == 3  # what the run says wins
+    assert GRPORunConfig.load(model="org/hub-name", train_data="t", output_dir="o").agent.prompt_pack is None
