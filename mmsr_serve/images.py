@@ -47,9 +47,10 @@ class EncodedImage:
     """Encoded bytes known to decode to exactly a given image: sent as they are, never re-encoded."""
 
     data: bytes = field(repr=False)
-    format: str  # one of WIRE_FORMATS
+    format: str  # PIL's name of it: JPEG, PNG, WEBP...
 
     def data_url(self) -> str:
+        """The bytes as a ``data:image/...;base64,`` URL (the one place such URLs are built)."""
         return f"data:image/{self.format.lower()};base64,{base64.b64encode(self.data).decode()}"
 
 
@@ -87,8 +88,8 @@ def encode_image(
 
 
 def to_data_url(image: Image.Image, fmt: str = "PNG") -> str:
-    mime = "image/jpeg" if fmt.upper() in ("JPEG", "JPG") else f"image/{fmt.lower()}"
-    return f"data:{mime};base64,{base64.b64encode(encode_image(image, fmt)).decode()}"
+    name = "JPEG" if fmt.upper() in ("JPEG", "JPG") else fmt.upper()
+    return EncodedImage(encode_image(image, fmt), name).data_url()
 
 
 _SENT_AS_IS = ("PNG", "JPEG", "WEBP", "GIF")
@@ -115,7 +116,7 @@ def bytes_data_url(data: bytes, *, where: str = "image") -> str:
                 fmt, data = "PNG", encode_image(img.convert("RGB"), "PNG")
     except (OSError, Image.DecompressionBombError) as exc:
         raise ImageError(f"cannot read image {where}: {exc}") from exc
-    return f"data:image/{fmt.lower()};base64,{base64.b64encode(data).decode()}"
+    return EncodedImage(data, fmt).data_url()
 
 
 def fit_pixels(image: Image.Image, max_pixels: int) -> Image.Image:

@@ -390,7 +390,7 @@ async def _chunks(response: httpx.Response, label: str) -> AsyncGenerator[dict[s
         for line in lines:
             line = line.rstrip(b"\r")
             if line.startswith(b"data:"):
-                data.append(line[6:] if line[5:6] == b" " else line[5:])
+                data.append(_field_value(line))
             elif not line and data:
                 payload, data = b"\n".join(data), []
                 if payload == b"[DONE]":
@@ -403,21 +403,24 @@ async def _chunks(response: httpx.Response, label: str) -> AsyncGenerator[dict[s
                     return
                 yield _parse(payload, label)
     if pending.startswith(b"data:"):
-        data.append(pending[6:] if pending[5:6] == b" " else pending[5:])
+        data.append(_field_value(pending))
     if data and (payload := b"\n".join(data)) != b"[DONE]":
         yield _parse(payload, label)
+
+
+def _field_value(line: bytes) -> bytes:
+    """What follows ``data:`` on an SSE line, without the one space the format allows there."""
+    return line[6:] if line[5:6] == b" " else line[5:]
 
 
 def _parse(payload: bytes, label: str) -> dict[str, Any]:
     try:
         chunk = fastjson.loads(payload)
+        if not isinstance(chunk, dict):
+            raise ValueError(f"an event is {type(chunk).__name__}")
     except ValueError as exc:
         public = "the model server sent a malformed stream"
         raise BackendError(f"{label}: malformed stream ({exc})", retryable=True, public=public) from exc
-    if not isinstance(chunk, dict):
-        kind = type(chunk).__name__
-        public = "the model server sent a malformed stream"
-        raise BackendError(f"{label}: malformed stream (an event is {kind})", retryable=True, public=public)
     error = chunk.get("error")
     if error or chunk.get("object") == "error":
         message = redact(_message_of(chunk) or "no message")
