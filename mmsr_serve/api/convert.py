@@ -19,6 +19,7 @@ from typing import Any
 
 from mmsr_serve.agent.limits import Limits
 from mmsr_serve.agent.loop import Sampling
+from mmsr_serve.api.runs import settle
 from mmsr_serve.api.schemas import ChatCompletionRequest, RequestMessage
 from mmsr_serve.api.settings import Settings
 from mmsr_serve.backends.base import ImagePart, Message, Part, TextPart
@@ -193,7 +194,7 @@ async def _all(loads: list[Coroutine[Any, Any, InputImage]]) -> list[InputImage]
     finally:
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await settle(tasks)
 
 
 async def _load(url: str, param: str, settings: Settings, fetch: Fetch | None) -> InputImage:

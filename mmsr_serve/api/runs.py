@@ -103,7 +103,7 @@ async def merged(
     finally:
         for task in tasks:
             task.cancel()
-        await _settle(tasks)
+        await settle(tasks)
 
 
 async def collect(events: Events, n: int) -> list[Any]:
@@ -154,10 +154,10 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
     finally:
         for task in (job, watch):
             task.cancel()
-        await _settle([job, watch])
+        await settle([job, watch])
 
 
-async def _settle(tasks: Sequence[asyncio.Future[Any]]) -> None:
+async def settle(tasks: Sequence[asyncio.Future[Any]]) -> None:
     """Wait for cancelled tasks to finish their clean-up (closing the backend's connection, so
     the model server stops generating). Shielded: Starlette cancels through anyio cancel scopes,
     which cancel the waiting task again at every await, and a cancelled ``gather`` cancels its
