@@ -18,7 +18,7 @@ MASK = "***"
 _MIN_SECRET_CHARS = 4  # shorter values would redact ordinary words
 _registered: set[str] = set()
 _lock = threading.Lock()
-_FILTERED_LOGGERS = ("httpx", "httpcore", "openai", "tenacity", "ddgs", "primp")
+_FILTERED_LOGGERS = ("httpx", "httpcore", "aiohttp", "openai", "tenacity", "ddgs", "primp")
 
 
 class Secret:

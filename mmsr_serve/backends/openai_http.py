@@ -1,10 +1,12 @@
 """OpenAIBackend: a model behind any OpenAI-compatible server (``vllm serve``, SGLang), one or many replicas.
 
 Every call streams (``stream=True`` with usage in the last chunk); :meth:`generate` just collects.
-The wire is plain httpx with orjson, as vLLM's and SGLang's own clients do: the request body is
-built once per turn without a generic SDK's per-part transforms, and the server-sent events are
-split and parsed as bytes. Each image part is encoded once per run (:class:`ImagePart.wire`), as
-its own bytes where they are exactly its pixels (``image_format="auto"``), else as JPEG.
+The wire is aiohttp (its C HTTP parser) with orjson, as vLLM's benchmark client and SGLang's
+own do: the request body is built once per turn without a generic SDK's per-part transforms, and
+the server-sent events are split and parsed as bytes (a streamed call costs a tenth of the client
+CPU it cost on httpx: benchmarks/results/gateway_cpu.md). Each image part is encoded once per run
+(:class:`ImagePart.wire`), as its own bytes where they are exactly its pixels
+(``image_format="auto"``), else as JPEG.
 
 Retries (tenacity, exponential backoff with jitter, ``Retry-After`` honoured up to the backoff cap)
 happen on connection errors, timeouts, HTTP 429 and 5xx, a malformed stream and an error event,
@@ -35,10 +37,10 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
+import aiohttp
 import anyio
-import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
@@ -61,16 +63,16 @@ ImageFormat = Literal["auto", "PNG", "JPEG"]
 # Quality 95 with full chroma: above 42 dB PSNR on photos, drawings and logos alike, and 40 times
 # faster than PNG at 512x600 (1.7 ms against 69 ms; tests/backends/test_openai_http.py states the bound).
 JPEG_QUALITY = 95
-# As openai-python's client: enough connections for a server's whole concurrency, some kept alive.
-POOL_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+# As openai-python's client: enough connections for a server's whole concurrency.
+MAX_CONNECTIONS = 1000
 _ERROR_BODY_BYTES = 64 * 1024
 _DRAIN_S = 1.0
 
 
 @dataclass(eq=False)
 class _Replica:
-    url: str
-    client: httpx.AsyncClient
+    url: str  # ends in "/"; credentials, if the URL had any, are in ``headers`` instead
+    headers: dict[str, str]
     in_flight: int = 0
     down_until: float = 0.0
 
@@ -91,7 +93,8 @@ class OpenAIBackend(ModelBackend):
     the server: the response headers, then each streamed chunk. ``image_format``: ``auto`` sends an
     image's own bytes when they are exactly its pixels (a PNG, JPEG or WebP that was not resized)
     and JPEG (quality 95, full chroma) otherwise; ``PNG`` is lossless always; ``JPEG`` always re-encodes.
-    ``transport`` replaces httpx's network transport (tests).
+    Proxies from the environment (``HTTPS_PROXY``, ``NO_PROXY``) are honoured, as httpx and
+    openai-python do; credentials in a base URL are sent as basic auth instead of the API key.
     """
 
     def __init__(
@@ -108,7 +111,6 @@ class OpenAIBackend(ModelBackend):
         replica_cooldown_s: float = 10.0,
         image_format: ImageFormat = "auto",
         extra_body: Mapping[str, Any] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
         if not urls:
@@ -123,18 +125,30 @@ class OpenAIBackend(ModelBackend):
         self._cooldown_s = replica_cooldown_s
         self._image_format = image_format
         self._extra_body = dict(extra_body or {})
-        self._probe_timeout = httpx.Timeout(min(timeout_s, 10.0), connect=connect_timeout_s)
+        # Each read waits at most timeout_s (the headers, then every chunk); a free pooled
+        # connection is waited for as long, a new one connects within connect_timeout_s.
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeout_s, sock_connect=connect_timeout_s, sock_read=timeout_s
+        )
+        self._probe_s = min(timeout_s, 10.0)
+        self._probe_timeout = aiohttp.ClientTimeout(total=self._probe_s, sock_connect=connect_timeout_s)
         key = Secret(api_key).reveal() if api_key else "EMPTY"  # a real key is masked in messages
-        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-        timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
-
-        def client(url: str) -> httpx.AsyncClient:
-            return httpx.AsyncClient(
-                base_url=url, headers=headers, timeout=timeout, limits=POOL_LIMITS, transport=transport
-            )
-
-        self._replicas = [_Replica(url, client(url)) for url in map(_with_api_path, urls)]
+        self._replicas = [_replica(url, key) for url in map(_with_api_path, urls)]
         self._cursor = 0
+        self._session: aiohttp.ClientSession | None = None
+        self._session_loop: asyncio.AbstractEventLoop | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        """The connection pool, made on first use in the running event loop (aiohttp binds a
+        session to its loop; a backend reused under a later ``asyncio.run`` gets a fresh one)."""
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._session_loop is not loop:
+            connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS, limit_per_host=0)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, trust_env=True, auto_decompress=True
+            )
+            self._session_loop = loop
+        return self._session
 
     async def stream(self, request: GenerateRequest) -> AsyncIterator[Delta | Completion]:
         await self._encode_images(request.messages)
@@ -182,7 +196,7 @@ class OpenAIBackend(ModelBackend):
 
     async def _open(
         self, body: bytes
-    ) -> tuple[_Replica, httpx.Response, AsyncGenerator[dict[str, Any], None], dict[str, Any] | None]:
+    ) -> tuple[_Replica, aiohttp.ClientResponse, AsyncGenerator[dict[str, Any], None], dict[str, Any] | None]:
         """Start the stream on some replica, retrying, and read it up to its first text.
 
         Returns the replica (its in-flight count taken), the open response, its chunk iterator and
@@ -213,22 +227,22 @@ class OpenAIBackend(ModelBackend):
 
     async def _attempt(
         self, replica: _Replica, body: bytes
-    ) -> tuple[_Replica, httpx.Response, AsyncGenerator[dict[str, Any], None], dict[str, Any] | None]:
+    ) -> tuple[_Replica, aiohttp.ClientResponse, AsyncGenerator[dict[str, Any], None], dict[str, Any] | None]:
         replica.in_flight += 1
-        response: httpx.Response | None = None
+        response: aiohttp.ClientResponse | None = None
         events: AsyncGenerator[dict[str, Any], None] | None = None
         try:
             try:
-                request = replica.client.build_request("POST", "chat/completions", content=body)
-                response = await replica.client.send(request, stream=True)
-            except httpx.TimeoutException as exc:
+                url = replica.url + "chat/completions"
+                response = await self._client().post(url, data=body, headers=replica.headers)
+            except TimeoutError as exc:
                 raise _timeout(replica.label, self.timeout_s) from exc
-            except httpx.TransportError as exc:  # refused or reset, not slow: the replica sits out
+            except aiohttp.ClientError as exc:  # refused or reset, not slow: the replica sits out
                 replica.down_until = time.monotonic() + self._cooldown_s
                 message = f"{replica.label}: connection failed ({_reason(exc)})"
                 public = "could not connect to the model server"
                 raise BackendError(message, retryable=True, public=public) from exc
-            if response.status_code >= 400:
+            if response.status >= 400:
                 raise await _status_failure(response, replica.label)
             events = _chunks(response, replica.label)
             chunk = await _next_chunk(events, replica.label, self.timeout_s)
@@ -332,13 +346,15 @@ class OpenAIBackend(ModelBackend):
 
     async def _probe(self, replica: _Replica) -> str | None:
         try:
-            response = await replica.client.get("models", timeout=self._probe_timeout)
-            if response.status_code >= 400:
-                raise await _status_failure(response, replica.label)
-            served = [m["id"] for m in fastjson.loads(response.content)["data"]]
-        except httpx.TimeoutException:
-            return f"{replica.label}: no answer within {self._probe_timeout.read:g} s"
-        except httpx.TransportError as exc:
+            get = self._client().get
+            url, timeout = replica.url + "models", self._probe_timeout
+            async with get(url, headers=replica.headers, timeout=timeout) as response:
+                if response.status >= 400:
+                    raise await _status_failure(response, replica.label)
+                served = [m["id"] for m in fastjson.loads(await response.read())["data"]]
+        except TimeoutError:
+            return f"{replica.label}: no answer within {self._probe_s:g} s"
+        except aiohttp.ClientError as exc:
             replica.down_until = time.monotonic() + self._cooldown_s
             return f"{replica.label}: connection failed ({_reason(exc)})"
         except BackendError as exc:
@@ -351,31 +367,53 @@ class OpenAIBackend(ModelBackend):
         return None
 
     async def aclose(self) -> None:
-        await asyncio.gather(*(r.client.aclose() for r in self._replicas))
+        if self._session is not None and self._session_loop is asyncio.get_running_loop():
+            await self._session.close()
+        self._session = None
 
 
 def _with_api_path(url: str) -> str:
     url = url.rstrip("/")
     url = url + "/v1" if urlsplit(url).path == "" else url
-    return url + "/"  # httpx joins relative paths under it
+    return url + "/"  # paths are joined under it
 
 
-async def _close(events: AsyncGenerator[Any, None] | None, response: httpx.Response | None) -> None:
-    """Close the stream and its connection, also when the request is being cancelled (a client
-    that left): the model server must see the connection go, or it generates on for nobody.
-    Starlette cancels through anyio cancel scopes, which cancel every await again: shield."""
+def _replica(url: str, key: str) -> _Replica:
+    """A replica; credentials in its URL go as basic auth, in place of the API key."""
+    parts = urlsplit(url)
+    auth = f"Bearer {key}"
+    if parts.username is not None:
+        auth = aiohttp.encode_basic_auth(unquote(parts.username), unquote(parts.password or ""))
+        netloc = parts.netloc.rpartition("@")[2]
+        url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return _Replica(url, {"Authorization": auth, "Content-Type": "application/json"})
+
+
+async def _close(events: AsyncGenerator[Any, None] | None, response: aiohttp.ClientResponse | None) -> None:
+    """Close the stream; its connection goes back to the pool when it was read to the end, else it
+    is closed, also when the request is being cancelled (a client that left): the model server
+    must see the connection go, or it generates on for nobody. Starlette cancels through anyio
+    cancel scopes, which cancel every await again: shield."""
     with anyio.CancelScope(shield=True):
         if events is not None:
             await events.aclose()
-        if response is not None:
-            await response.aclose()
+    if response is not None:
+        _release(response)
+
+
+def _release(response: aiohttp.ClientResponse) -> None:
+    """Back to the pool when read to the end; else the connection is closed."""
+    if response.content.at_eof():
+        response.release()
+    else:
+        response.close()
 
 
 def _has_text(chunk: dict[str, Any]) -> bool:
     return any((c.get("delta") or {}).get("content") for c in chunk.get("choices") or ())
 
 
-async def _chunks(response: httpx.Response, label: str) -> AsyncGenerator[dict[str, Any], None]:
+async def _chunks(response: aiohttp.ClientResponse, label: str) -> AsyncGenerator[dict[str, Any], None]:
     """The stream's chunks: each server-sent event's data parsed as JSON, up to ``[DONE]``.
 
     Events are split on blank lines, as the SSE format says; comments and other fields are
@@ -383,7 +421,7 @@ async def _chunks(response: httpx.Response, label: str) -> AsyncGenerator[dict[s
     is a failure worth retrying while no text was sent.
     """
     pending, data = b"", list[bytes]()
-    body = response.aiter_bytes()
+    body = response.content.iter_any()
     async for received in body:
         lines = (pending + received).split(b"\n")
         pending = lines.pop()
@@ -395,8 +433,8 @@ async def _chunks(response: httpx.Response, label: str) -> AsyncGenerator[dict[s
                 payload, data = b"\n".join(data), []
                 if payload == b"[DONE]":
                     # Read the body's end (the chunked encoding's last bytes follow at once): a
-                    # response closed unread closes its connection, and the next turn would pay
-                    # a new one. A server that streams on after [DONE] is cut off.
+                    # response released unread closes its connection, and the next turn would
+                    # pay a new one. A server that streams on after [DONE] is cut off.
                     with anyio.move_on_after(_DRAIN_S):
                         async for _ in body:
                             pass
@@ -435,31 +473,29 @@ async def _next_chunk(
     """The next chunk, None at the end; transport failures as :class:`BackendError`."""
     try:
         return await anext(events, None)
-    except httpx.TimeoutException as exc:
+    except TimeoutError as exc:
         raise _timeout(label, timeout_s) from exc
-    except httpx.TransportError as exc:
+    except aiohttp.ClientError as exc:
         message = f"{label}: the stream broke ({_reason(exc)})"
         public = "the connection to the model server broke"
         raise BackendError(message, retryable=True, public=public) from exc
 
 
-async def _status_failure(response: httpx.Response, label: str) -> BackendError:
+async def _status_failure(response: aiohttp.ClientResponse, label: str) -> BackendError:
     """An HTTP error answer as a failure carrying the server's own message."""
+    raw = b""
     try:
-        raw = b""
-        async for piece in response.aiter_bytes():
+        while len(raw) < _ERROR_BODY_BYTES and (piece := await response.content.read(_ERROR_BODY_BYTES)):
             raw += piece
-            if len(raw) >= _ERROR_BODY_BYTES:
-                break
-    except httpx.HTTPError:
+    except (aiohttp.ClientError, TimeoutError):
         pass
-    await response.aclose()
+    _release(response)
     try:
         message = _message_of(fastjson.loads(raw))
     except ValueError:
         message = None
-    message = redact(message or raw[:500].decode("utf-8", "replace").strip() or response.reason_phrase)
-    status = response.status_code
+    message = redact(message or raw[:500].decode("utf-8", "replace").strip() or response.reason or "")
+    status = response.status
     retry_after = response.headers.get("retry-after", "")
     return BackendError(
         f"{label}: HTTP {status}: {message}",
@@ -489,5 +525,5 @@ def _timeout(label: str, timeout_s: float) -> BackendTimeout:
     return BackendTimeout(f"{label}: no answer within {timeout_s:g} s", retryable=True, public=public)
 
 
-def _reason(exc: httpx.HTTPError) -> str:
+def _reason(exc: aiohttp.ClientError) -> str:
     return str(exc) or type(exc).__name__
