@@ -43,6 +43,11 @@ class StandinOptions:
     """The agent configuration file the gateway reads (``--config``); the baseline reads it too."""
     serve_args: tuple[str, ...] = ()
     """More ``mmsr serve`` flags (``--max-concurrent-requests``, ``--workers`` ...)."""
+    model_faults: str = ""
+    """Faults of the model stand-in (mmsr_bench/standins/faults.py); none by default."""
+    web_faults: str = ""
+    hang_s: float = 30.0
+    """How long both stand-ins' hang faults hold an answer."""
 
 
 @dataclass(frozen=True)
@@ -101,8 +106,9 @@ def standin_stack(options: StandinOptions, *, start_timeout_s: float = 60.0) -> 
         o = options
         model = ["model", "--port", str(ports[0]), "--latency", o.model_latency, "--seed", str(o.seed)]
         model += ["--tokens-per-s", str(o.tokens_per_s), "--mix", o.mix]
+        model += ["--faults", o.model_faults, "--hang-s", str(o.hang_s)]
         web = ["web", "--port", str(ports[1]), "--latency", o.web_latency, "--seed", str(o.seed)]
-        web += ["--page-latency", o.page_latency]
+        web += ["--page-latency", o.page_latency, "--faults", o.web_faults, "--hang-s", str(o.hang_s)]
         serve = ["serve", "--port", str(ports[2]), "--backend", "openai", "--backend-url", model_url + "/v1"]
         serve += ["--model", "mmsr-standin", "--index", str(o.index), "--image-search", "local"]
         serve += ["--text-search", "searxng", "--search-cache", o.search_cache, *o.serve_args]

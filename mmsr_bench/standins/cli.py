@@ -12,6 +12,7 @@ import typer
 Opt = typer.Option
 app = typer.Typer(help="Stand-in model and web servers for load benchmarks.", no_args_is_help=True)
 
+FAULTS_HELP = "kind=probability pairs, e.g. 5xx=0.02,malformed=0.01 (docs: mmsr_bench/standins/faults.py): "
 LATENCY_HELP = "0, 50ms, 0.05 (s), exp:50ms, lognormal:50ms:0.5, uniform:20ms:80ms or normal:50ms:10ms."
 
 
@@ -27,6 +28,9 @@ def model(
     seed: Annotated[int, Opt(help="Seed of the trajectory choice and the latency draws.")] = 0,
     reasoning_words: Annotated[int, Opt(help="Words of reasoning per turn.", min=0)] = 30,
     model_name: Annotated[str, Opt(help="The model id served.")] = "mmsr-standin",
+    faults: Annotated[str, Opt(help=FAULTS_HELP + "5xx, 429, echo, malformed, cut, reset, drip, hang.")] = "",
+    hang_s: Annotated[float, Opt(help="Seconds a hang fault holds the answer.", min=0)] = 30.0,
+    drip_s: Annotated[float, Opt(help="Seconds between events of a drip fault.", min=0)] = 0.5,
 ) -> None:
     """A vLLM-shaped model server that plays the search protocol (no GPU)."""
     from mmsr_bench.standins._serve import serve_forever
@@ -40,6 +44,9 @@ def model(
             mix=mix,
             seed=seed,
             reasoning_words=reasoning_words,
+            faults=faults,
+            hang_s=hang_s,
+            drip_s=drip_s,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
@@ -59,13 +66,24 @@ def web(
     page_latency: Annotated[str, Opt(help="Per page read, same forms.")] = "0",
     results: Annotated[int, Opt(help="Hits per search.", min=0)] = 5,
     seed: Annotated[int, Opt(help="Seed of the hits and the latency draws.")] = 0,
+    faults: Annotated[str, Opt(help=FAULTS_HELP + "5xx, 429, malformed, reset, drip, hang.")] = "",
+    hang_s: Annotated[float, Opt(help="Seconds a hang fault holds the answer.", min=0)] = 30.0,
+    drip_s: Annotated[float, Opt(help="Seconds a drip fault delays the answer.", min=0)] = 0.5,
 ) -> None:
     """A SearXNG-shaped search provider (JSON) with the pages its hits link to."""
     from mmsr_bench.standins._serve import serve_forever
     from mmsr_bench.standins.web import WebConfig, web_app
 
     try:
-        config = WebConfig(latency=latency, page_latency=page_latency, results=results, seed=seed)
+        config = WebConfig(
+            latency=latency,
+            page_latency=page_latency,
+            results=results,
+            seed=seed,
+            faults=faults,
+            hang_s=hang_s,
+            drip_s=drip_s,
+        )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     serve_forever(

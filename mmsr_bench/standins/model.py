@@ -23,6 +23,11 @@ Timing: the first token comes after a draw of ``latency`` (see :mod:`.latency`),
 ``1 / tokens_per_s`` later (0: all at once). A streamed chunk leaves when its last token is ready,
 a non-streamed reply when the whole text is. Only ``asyncio.sleep`` waits.
 
+Faults (``faults``, :mod:`.faults`): some requests, drawn from the seeded random source, get
+what a model server does on a bad day: 503, 429 with ``Retry-After``, a 500 echoing the
+``Authorization`` header, a malformed event, a stream cut without a finish, a dropped connection,
+a dripped or a hung answer; counted in the stats' ``faults``.
+
 Stats (``GET /standin/stats``): ``requests`` (chat completions received), ``by_trajectory``
 (conversations started, i.e. turn-1 requests, per trajectory), ``by_turn`` (requests per turn
 number, from 1), ``streamed``, ``prompt_tokens``, ``completion_tokens``, ``errors`` (refused
@@ -65,6 +70,7 @@ from mmsr_bench.standins._runtime import (
     lifespan_with,
     loads,
 )
+from mmsr_bench.standins.faults import MODEL_FAULTS, parse_faults
 from mmsr_bench.standins.latency import parse_latency
 from mmsr_bench.standins.play import DEFAULT_MIX, Play, parse_mix, play
 
@@ -89,9 +95,14 @@ class ModelConfig:
     """Prompt tokens counted per image part."""
     chunk_tokens: int = 4
     """Tokens per streamed content delta."""
+    faults: str = ""
+    """Faults drawn per request (:mod:`.faults`: ``5xx=0.02,malformed=0.01``); none by default."""
+    hang_s: float = 30.0
+    drip_s: float = 0.5
 
     def __post_init__(self) -> None:
         parse_latency(self.latency)
+        parse_faults(self.faults, MODEL_FAULTS, hang_s=self.hang_s, drip_s=self.drip_s)
         parse_mix(self.mix)
         if self.tokens_per_s < 0 or self.reasoning_words < 0 or self.image_tokens < 0:
             raise ValueError("tokens_per_s, reasoning_words and image_tokens must be 0 or more")
@@ -154,6 +165,7 @@ class _Stats:
     errors: int = 0
     by_trajectory: Counter[str] = field(default_factory=Counter)
     by_turn: Counter[str] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
 
 
 class ModelStandIn:
@@ -163,6 +175,8 @@ class ModelStandIn:
         self.config = config or ModelConfig()
         self.latency = parse_latency(self.config.latency)
         self.mix = parse_mix(self.config.mix)
+        c = self.config
+        self.faults = parse_faults(c.faults, MODEL_FAULTS, hang_s=c.hang_s, drip_s=c.drip_s)
         self.rng = random.Random(self.config.seed)
         self.stats = _Stats()
         self.in_flight = InFlight()
@@ -189,6 +203,7 @@ class ModelStandIn:
             "completion_tokens": s.completion_tokens,
             "prompt_tokens": s.prompt_tokens,
             "errors": s.errors,
+            "faults": dict(s.faults),
             "in_flight": self.in_flight.now,
             "max_in_flight": self.in_flight.most,
             **self.lag.report(),
@@ -217,6 +232,12 @@ class ModelStandIn:
                 body["messages"], self.mix, seed=self.config.seed, reasoning_words=self.config.reasoning_words
             )
             reply, usage = self._reply(body, turn)
+            if (fault := self.faults.draw(self.rng)) is not None:
+                self.stats.faults[fault] += 1
+                answer = await self._fault(fault, request, body, reply, usage)
+                if answer is not None:
+                    streaming = isinstance(answer, _TrackedStream)
+                    return answer
             first_s = self.latency.sample(self.rng)
             step_s = 1.0 / self.config.tokens_per_s if self.config.tokens_per_s > 0 else 0.0
             if not body.get("stream"):
@@ -235,6 +256,42 @@ class ModelStandIn:
         finally:
             if not streaming:  # a paced stream leaves the gauge when it ends
                 self.in_flight.leave()
+
+    async def _fault(
+        self, kind: str, request: Request, body: dict[str, Any], reply: Reply, usage: dict[str, int]
+    ) -> Response | None:
+        """The faulty answer of ``kind`` (:mod:`.faults`); None: go on and answer normally."""
+        if kind == "5xx":
+            return error_response(503, "stand-in fault: the server is overloaded", "ServiceUnavailableError")
+        if kind == "429":
+            limited = error_response(429, "stand-in fault: too many requests", "RateLimitError")
+            limited.headers["retry-after"] = "1"
+            return limited
+        if kind == "echo":
+            echoed = request.headers.get("authorization", "")
+            message = f"stand-in fault: upstream refused Authorization: {echoed}"
+            return error_response(500, message, "InternalServerError")
+        if kind == "hang":
+            await asyncio.sleep(self.faults.hang_s)
+            return None
+        if not body.get("stream"):
+            if kind in ("drip", "reset"):
+                await asyncio.sleep(self.faults.drip_s)
+                return None
+            return Response(b'{"id": "chatcmpl-standin", "choices": [', media_type="application/json")
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        head, chunks, tail = self._sse(reply, usage if include_usage else None)
+        events: AsyncIterator[bytes]
+        if kind == "drip":
+            events = _dripped([head, *chunks, tail], self.faults.drip_s)
+        elif kind == "malformed":
+            events = _dripped([head, b"data: {not json\n\n", *chunks, tail], 0)
+        elif kind == "cut":
+            events = _dripped([head, *chunks[:1]], 0)
+        else:
+            events = _dropped([head, *chunks[:1]])
+        return _TrackedStream(events, self.in_flight.leave)
 
     async def _body(self, request: Request) -> dict[str, Any] | Response:
         """The request, checked as far as the stand-in needs; an error response otherwise."""
@@ -337,6 +394,18 @@ async def _paced(
             await asyncio.sleep(wait)
         yield chunk
     yield tail
+
+
+async def _dripped(events: list[bytes], every_s: float) -> AsyncIterator[bytes]:
+    for event in events:
+        await _wait(every_s)
+        yield event
+
+
+async def _dropped(events: list[bytes]) -> AsyncIterator[bytes]:
+    for event in events:
+        yield event
+    raise ConnectionResetError("stand-in fault: the connection is dropped")
 
 
 def _event(payload: dict[str, Any]) -> bytes:

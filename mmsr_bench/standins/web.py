@@ -17,7 +17,9 @@ URL, works against it unchanged, and so does the local page reader
   ``max_in_flight``, loop lag and ``saturated`` as in :mod:`._runtime`), ``POST /standin/reset``.
 
 Searches wait a draw of ``latency``, page reads one of ``page_latency`` (:mod:`.latency` forms),
-each from its own seeded ``random.Random``.
+each from its own seeded ``random.Random``. ``faults`` (:mod:`.faults`) makes some searches fail
+as a provider does: 503, 429 with ``Retry-After``, a broken JSON body, a dropped connection, a
+slow or a hung answer.
 
 Throughput (measured as for the model stand-in: one core, 32 in flight, latency 0): about 3,200
 searches or 3,700 page reads per second.
@@ -36,7 +38,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from mmsr_bench.standins._runtime import (
@@ -47,6 +49,7 @@ from mmsr_bench.standins._runtime import (
     json_response,
     lifespan_with,
 )
+from mmsr_bench.standins.faults import WEB_FAULTS, parse_faults
 from mmsr_bench.standins.latency import parse_latency
 
 __all__ = ["WebConfig", "WebStandIn", "page_id", "web_app"]
@@ -67,10 +70,15 @@ class WebConfig:
     results: int = 5
     paragraphs: int = 4
     seed: int = 0
+    faults: str = ""
+    """Faults drawn per search (:mod:`.faults`); none by default. Page reads are not faulted."""
+    hang_s: float = 30.0
+    drip_s: float = 0.5
 
     def __post_init__(self) -> None:
         parse_latency(self.latency)
         parse_latency(self.page_latency)
+        parse_faults(self.faults, WEB_FAULTS, hang_s=self.hang_s, drip_s=self.drip_s)
         if self.results < 0 or self.paragraphs < 1:
             raise ValueError("results must be 0 or more and paragraphs 1 or more")
 
@@ -132,7 +140,10 @@ class WebStandIn:
         self.page_latency = parse_latency(self.config.page_latency)
         self.search_rng = random.Random(f"{self.config.seed}:search")
         self.page_rng = random.Random(f"{self.config.seed}:page")
-        self.counts = {"searches": 0, "pages": 0, "not_found": 0, "errors": 0}
+        c = self.config
+        self.faults = parse_faults(c.faults, WEB_FAULTS, hang_s=c.hang_s, drip_s=c.drip_s)
+        self.fault_rng = random.Random(f"{self.config.seed}:faults")
+        self.counts = {"searches": 0, "pages": 0, "not_found": 0, "errors": 0, "faults": 0}
         self.in_flight = InFlight()
         self.lag = LoopLag()
         self.app = Starlette(
@@ -213,9 +224,28 @@ class WebStandIn:
                 return error_response(400, "no query (the q parameter)")
             self.counts["searches"] += 1
             await _wait(self.latency.sample(self.search_rng))
+            if (fault := self.faults.draw(self.fault_rng)) is not None:
+                self.counts["faults"] += 1
+                if (answer := await self._fault(fault)) is not None:
+                    return answer
             return json_response(self.results(query, str(request.base_url).rstrip("/")))
         finally:
             self.in_flight.leave()
+
+    async def _fault(self, kind: str) -> Response | None:
+        """The faulty answer of ``kind`` (:mod:`.faults`); None: answer normally."""
+        if kind == "5xx":
+            return error_response(503, "stand-in fault: the engines are unavailable", "ServiceUnavailable")
+        if kind == "429":
+            limited = error_response(429, "stand-in fault: too many requests", "TooManyRequests")
+            limited.headers["retry-after"] = "1"
+            return limited
+        if kind == "malformed":
+            return Response(b'{"query": "x", "results": [{"url": ', media_type="application/json")
+        if kind == "reset":
+            return StreamingResponse(_dropped(), media_type="application/json")
+        await asyncio.sleep(self.faults.drip_s if kind == "drip" else self.faults.hang_s)
+        return None
 
     async def _page(self, request: Request) -> Response:
         self.in_flight.enter()
@@ -234,6 +264,11 @@ class WebStandIn:
 async def _wait(seconds: float) -> None:
     if seconds > 0:  # a zero sleep would still cost a trip through the event loop
         await asyncio.sleep(seconds)
+
+
+async def _dropped() -> Any:
+    yield b'{"query": '
+    raise ConnectionResetError("stand-in fault: the connection is dropped")
 
 
 def web_app(config: WebConfig | None = None) -> Starlette:
