@@ -31,10 +31,14 @@ CacheOpt = Annotated[
 ]
 
 
-def _open(path: Path | None, *, create: bool = False) -> SearchCache:
+def _missing(path: Path | None) -> Path | None:
+    """The cache file's path when it does not exist yet (a fresh install: nothing cached)."""
     path = path or default_cache_path()
-    if not create and not path.is_file():
-        raise typer.BadParameter(f"no cache file at {path}", param_hint="--cache")
+    return None if path.is_file() else path
+
+
+def _open(path: Path | None) -> SearchCache:
+    path = path or default_cache_path()
     try:
         return SearchCache(path)
     except ConfigError as exc:
@@ -44,6 +48,12 @@ def _open(path: Path | None, *, create: bool = False) -> SearchCache:
 @cache_app.command("stats")
 def stats(cache: CacheOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """How many entries the cache holds, per provider and kind."""
+    if (missing := _missing(cache)) is not None:
+        if as_json:
+            typer.echo(json.dumps({"file": str(missing), "entries": 0}))
+        else:
+            typer.echo(f"{missing}: 0 entries (the cache is empty: nothing was searched with it yet)")
+        return
     store = _open(cache)
     try:
         result = store.stats()
@@ -65,6 +75,9 @@ def list_entries(
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many (latest first); 0: all.")] = 20,
 ) -> None:
     """The latest entries: when, provider/kind, k, number of hits, query (or image hash)."""
+    if (missing := _missing(cache)) is not None:
+        typer.echo(f"the cache is empty (no file at {missing} yet)", err=True)
+        return
     store = _open(cache)
     try:
         entries = store.entries()
@@ -82,6 +95,10 @@ def export(
     cache: CacheOpt = None,
 ) -> None:
     """Write every entry to a JSON lines file."""
+    if (missing := _missing(cache)) is not None:
+        out.write_text("", encoding="utf-8")
+        typer.echo(f"exported 0 entries to {out} (the cache is empty: no file at {missing} yet)")
+        return
     store = _open(cache)
     try:
         count = store.export_jsonl(out)
@@ -98,7 +115,7 @@ def import_(
     """Add the entries of an exported file (all or none); existing keys are overwritten."""
     if not source.is_file():
         raise typer.BadParameter(f"no such file: {source}", param_hint="SOURCE")
-    store = _open(cache, create=True)
+    store = _open(cache)
     try:
         count = store.import_jsonl(source)
     except ConfigError as exc:

@@ -52,11 +52,25 @@ async def test_export_import_then_replay(tmp_path: Path) -> None:
     assert SearchCache(fresh).stats().entries == 2
 
 
-def test_missing_files_are_clear_errors(tmp_path: Path) -> None:
+def test_a_cache_not_made_yet_reads_as_empty(tmp_path: Path) -> None:
+    # a fresh install has no cache file: every read command says so and succeeds, creating nothing
     runner = CliRunner()
-    missing = runner.invoke(app, ["cache", "stats", "--cache", str(tmp_path / "none.sqlite")])
-    assert missing.exit_code != 0 and "no cache file" in missing.output
-    assert not (tmp_path / "none.sqlite").exists()
+    none = tmp_path / "none.sqlite"
+    stats = runner.invoke(app, ["cache", "stats", "--cache", str(none)])
+    assert stats.exit_code == 0 and "0 entries (the cache is empty" in stats.output
+    assert str(none) in stats.output
+    as_json = runner.invoke(app, ["cache", "stats", "--json"], env={"MMSR_SEARCH_CACHE": str(none)})
+    assert as_json.exit_code == 0 and json.loads(as_json.output) == {"file": str(none), "entries": 0}
+    listed = runner.invoke(app, ["cache", "list", "--cache", str(none)])
+    assert listed.exit_code == 0 and "the cache is empty" in listed.output
+    out = tmp_path / "out.jsonl"
+    exported = runner.invoke(app, ["cache", "export", str(out), "--cache", str(none)])
+    assert exported.exit_code == 0 and "exported 0 entries" in exported.output and out.read_text() == ""
+    assert not none.exists()
+
+
+def test_bad_import_files_are_clear_errors(tmp_path: Path) -> None:
+    runner = CliRunner()
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{not json}\n")
     result = runner.invoke(app, ["cache", "import", str(bad), "--cache", str(tmp_path / "c.sqlite")])
