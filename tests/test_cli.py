@@ -62,3 +62,10 @@ def test_the_import_contract_holds() -> None:
     out = subprocess.run([str(LINT_IMPORTS)], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "1 kept, 0 broken" in out.stdout
+
+
+def test_version() -> None:
+    from mmsr_serve import __version__
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"mmsr {__version__}"

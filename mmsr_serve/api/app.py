@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,6 +32,7 @@ from mmsr_serve import __version__
 from mmsr_serve.agent.agent import SearchAgent
 from mmsr_serve.agent.prompts import load_pack
 from mmsr_serve.api.auth import AuthMiddleware
+from mmsr_serve.api.banner import banner
 from mmsr_serve.api.body import BodyLimitMiddleware
 from mmsr_serve.api.errors import install_error_handlers
 from mmsr_serve.api.metrics import Metrics, MetricsMiddleware, worker_exited
@@ -39,6 +41,7 @@ from mmsr_serve.api.routes import Runtime, router
 from mmsr_serve.api.runs import Slots
 from mmsr_serve.api.schemas import ErrorResponse
 from mmsr_serve.api.settings import Settings
+from mmsr_serve.api.workers import WORKER_ENV
 from mmsr_serve.backends.base import ModelBackend
 from mmsr_serve.images import Fetch
 from mmsr_serve.search.base import ImageSearchTool, TextSearchTool
@@ -87,6 +90,8 @@ def create_app(
             await asyncio.to_thread(built.warm)  # the index, and what first searches would load
         elif ensure is not None:
             await asyncio.to_thread(ensure)
+        if WORKER_ENV not in os.environ:  # the supervisor of --workers prints it once
+            logging.getLogger("uvicorn.error").info("%s", banner(settings))
         try:
             yield
         finally:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,10 @@ def serve_workers(settings: Settings, config: Path | None, overrides: dict[str, 
         os.environ[WORKER_ENV] = json.dumps(
             {"config": str(config) if config else None, "values": values}, default=str
         )
+        from mmsr_serve.api.banner import banner
         from mmsr_serve.api.cli import uvicorn_options
+
+        print(banner(settings), file=sys.stderr, flush=True)
 
         uvicorn.run(
             "mmsr_serve.api.workers:worker_app",
