@@ -118,7 +118,7 @@ def create_app(
         BodyLimitMiddleware, max_bytes=settings.max_body_bytes, read_timeout_s=settings.client_timeout_s
     )
     app.add_middleware(AuthMiddleware, keys=settings.api_keys)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, log_format=settings.log_format)
     return app
 
 

@@ -111,6 +111,27 @@ def serve(
     uvicorn.run(app, **uvicorn_options(settings))
 
 
+def log_config(level: str, fmt: str) -> dict[str, Any]:
+    """uvicorn's logging configuration, with the ``mmsr`` loggers on its handler at ``level``;
+    with ``fmt`` "json" the access lines go out bare, one JSON object per line, on stdout."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["mmsr"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    if fmt == "json":
+        config["formatters"]["mmsr_json"] = {"format": "%(message)s"}
+        config["handlers"]["mmsr_json"] = {
+            "formatter": "mmsr_json",
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+        }
+        access = {"handlers": ["mmsr_json"], "level": level.upper(), "propagate": False}
+        config["loggers"]["mmsr.access"] = access
+    return config
+
+
 def uvicorn_options(settings: Any) -> dict[str, Any]:
     """What ``uvicorn.run`` is given, one worker or several."""
     from mmsr_serve.api.protocol import protocol_options
@@ -122,6 +143,8 @@ def uvicorn_options(settings: Any) -> dict[str, Any]:
         # streams get shutdown_timeout_s, then their farewell; whatever is left is cancelled
         "timeout_graceful_shutdown": settings.shutdown_timeout_s + 2,
         "limit_concurrency": settings.max_connections,
+        "access_log": False,  # mmsr.access writes one line per request (api/access.py)
+        "log_config": log_config(settings.log_level, settings.log_format),
         **protocol_options(settings.client_timeout_s),  # headers within client_timeout_s
     }
 

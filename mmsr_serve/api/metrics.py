@@ -31,6 +31,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mmsr_serve.agent.events import Event, Finished, SearchFinished, TurnFinished
+from mmsr_serve.api.access import ERROR_BODY_BYTES, Access, LogFormat, attach, log_access, request_id
 from mmsr_serve.search.costs import ProviderCall
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -129,11 +130,13 @@ def worker_exited() -> None:
 
 
 class MetricsMiddleware:
-    """Counts every HTTP response by path and status, and times it to its last byte."""
+    """Counts every HTTP response by path and status, and times it to its last byte; writes
+    its access line (:mod:`mmsr_serve.api.access`) and sets its ``x-request-id``."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, log_format: LogFormat = "text") -> None:
         self.app = app
         self.metrics = metrics
+        self.log_format: LogFormat = log_format
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -141,15 +144,27 @@ class MetricsMiddleware:
             return
         path = scope["path"] if scope["path"] in _ROUTES else "other"
         started, status = time.perf_counter(), 499
+        access = Access(request_id(scope))
+        attach(scope, access)
+        error_body = b""
 
         async def counting_send(message: Message) -> None:
-            nonlocal status
+            nonlocal status, error_body
             if message["type"] == "http.response.start":
                 status = message["status"]
+                headers = list(message.get("headers") or ())
+                headers.append((b"x-request-id", access.request_id.encode("latin-1")))
+                message = {**message, "headers": headers}
+            elif status >= 400 and len(error_body) < ERROR_BODY_BYTES:
+                error_body += message.get("body", b"")[:ERROR_BODY_BYTES]
             await send(message)
 
         try:
             await self.app(scope, receive, counting_send)
         finally:
+            latency = time.perf_counter() - started
             self.metrics.requests.labels(path, str(status)).inc()
-            self.metrics.latency.labels(path).observe(time.perf_counter() - started)
+            self.metrics.latency.labels(path).observe(latency)
+            if error_body:
+                access.error_from_body(error_body)
+            log_access(access, scope, status, latency, self.log_format)

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +18,10 @@ from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
 
 from mmsr_serve.agent.agent import SearchAgent
-from mmsr_serve.agent.events import AgentResult
+from mmsr_serve.agent.events import AgentResult, Event
 from mmsr_serve.api import convert, render
+from mmsr_serve.api.access import Access, access_of
+from mmsr_serve.api.errors import error_body
 from mmsr_serve.api.metrics import CONTENT_TYPE, Metrics
 from mmsr_serve.api.runs import Slots, cancel_on_disconnect, collect, merged, prefetch, replay
 from mmsr_serve.api.schemas import (
@@ -52,6 +55,18 @@ class Runtime:
     started: int
     index: object = None
     """The search provider before any cache wrapper (its ``ensure_index`` says whether it is ready)."""
+
+
+def _on_stream_error(rt: Runtime, access: Access | None) -> Callable[[BaseException], None]:
+    """Counts an error event of a stream, and names it in the request's access line."""
+
+    def on_error(exc: BaseException) -> None:
+        rt.metrics.count_error(exc)
+        if access is not None:
+            inner = error_body(exc)["error"]
+            access.error(inner["type"], inner["message"])
+
+    return on_error
 
 
 def _runtime(request: Request) -> Runtime:
@@ -144,10 +159,18 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
         left = max(0.0, deadline - asyncio.get_running_loop().time())
         shutdown = anyio.Event() if body.stream else None  # set by the SSE response at SIGTERM
         drain_s = rt.settings.shutdown_timeout_s
+        access = access_of(request.scope)
+        observe = rt.metrics.observe
+        if access is not None:
+
+            def observe(event: Event) -> None:
+                rt.metrics.observe(event)
+                access.observe(event)
+
         events = merged(
             streams,
             timeout_s=left,
-            on_event=rt.metrics.observe,
+            on_event=observe,
             deadline_s=timeout_s,
             shutdown=shutdown,
             drain_s=drain_s,
@@ -179,7 +202,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
             limits=limits,
             include_usage=bool(body.stream_options and body.stream_options.include_usage),
             return_trace=body.return_trace,
-            on_error=rt.metrics.count_error,
+            on_error=_on_stream_error(rt, access),
             trace_extras=lambda: {"cost": ledger.summary()},
         )
         handed_over = True

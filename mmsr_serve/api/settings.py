@@ -54,6 +54,7 @@ class Settings(AgentConfig):
     port: int = Field(8080, ge=0, le=65535)
     api_keys: list[str] = Field(default_factory=list)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    log_format: Literal["text", "json"] = "text"  # the access lines (mmsr_serve/api/access.py)
 
     @field_validator("api_keys", mode="before")
     @classmethod
