@@ -37,7 +37,7 @@ from mmsr_serve.api.body import BodyLimitMiddleware
 from mmsr_serve.api.errors import install_error_handlers
 from mmsr_serve.api.metrics import Metrics, MetricsMiddleware, worker_exited
 from mmsr_serve.api.public import router as public_router
-from mmsr_serve.api.routes import Runtime, router
+from mmsr_serve.api.routes import READY_TIMEOUT_S, Runtime, router
 from mmsr_serve.api.runs import Slots
 from mmsr_serve.api.schemas import ErrorResponse
 from mmsr_serve.api.settings import Settings
@@ -92,9 +92,12 @@ def create_app(
             await asyncio.to_thread(ensure)
         if WORKER_ENV not in os.environ:  # the supervisor of --workers prints it once
             logging.getLogger("uvicorn.error").info("%s", banner(settings))
+        # Say now, not at the first request, when the model server cannot be reached.
+        probe = asyncio.create_task(_probe_backend(backend))
         try:
             yield
         finally:
+            probe.cancel()
             worker_exited()
             await backend.aclose()
             if built is not None:
@@ -120,6 +123,19 @@ def create_app(
     app.add_middleware(AuthMiddleware, keys=settings.api_keys)
     app.add_middleware(MetricsMiddleware, metrics=metrics, log_format=settings.log_format)
     return app
+
+
+async def _probe_backend(backend: ModelBackend) -> None:
+    """Warn at start-up when the model backend is not ready (the server starts anyway)."""
+    try:
+        await asyncio.wait_for(backend.check_ready(), READY_TIMEOUT_S)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # any failure is worth the warning; none stops the start
+        log.warning(
+            "the model server is not ready: %s. Requests fail (502) until it is; GET /ready says when.",
+            exc or f"no answer within {READY_TIMEOUT_S:g} s",
+        )
 
 
 def _build_fetch(settings: Settings) -> Fetch | None:

@@ -47,3 +47,23 @@ def test_the_server_logs_the_banner_when_ready(corpus_dir: Path, caplog: pytest.
     with TestClient(app):
         pass
     assert any("serving 'mmsr-test' at http://127.0.0.1:8080/v1" in r.getMessage() for r in caplog.records)
+
+
+def test_an_unreachable_model_server_is_a_warning_at_start(
+    corpus_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import socket
+    import time
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    caplog.set_level(logging.WARNING)
+    url = f"http://127.0.0.1:{port}/v1"
+    settings = Settings.load(env={}, model="m", backend_urls=[url], index=corpus_dir)
+    with TestClient(create_app(settings)):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any("not ready" in r.getMessage() for r in caplog.records):
+            time.sleep(0.05)
+    (warning,) = [r.getMessage() for r in caplog.records if "the model server is not ready" in r.getMessage()]
+    assert f"127.0.0.1:{port}" in warning and "GET /ready" in warning
