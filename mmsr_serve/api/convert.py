@@ -56,7 +56,6 @@ def check_supported(req: ChatCompletionRequest, settings: Settings) -> None:
         "response_format": req.response_format is not None and req.response_format.get("type") != "text",
         "reasoning_effort": req.reasoning_effort is not None,
         "verbosity": req.verbosity is not None,
-        "web_search_options": req.web_search_options is not None,
     }
     for name, refused in unsupported.items():
         if refused:
@@ -67,6 +66,9 @@ def check_supported(req: ChatCompletionRequest, settings: Settings) -> None:
         raise _refuse("n", f"must be at most {settings.max_n} on this server")
     if isinstance(req.stop, list) and len(req.stop) > 4:
         raise _refuse("stop", "may hold at most 4 sequences")
+
+
+LOW_CONTEXT_TOP_K = 3
 
 
 def limits_for(req: ChatCompletionRequest, settings: Settings) -> Limits:
@@ -90,6 +92,13 @@ def limits_for(req: ChatCompletionRequest, settings: Settings) -> Limits:
         if value > ceiling:
             raise _refuse(param, f"must be at most {ceiling} on this server")
         overrides[field] = value
+    options = req.web_search_options
+    if options is not None and options.search_context_size == "low":
+        # OpenAI's "low": less search context. Here: at most 3 results shown per search and one
+        # text search; "medium" (OpenAI's default) and "high" keep the server's limits. The
+        # request's own mmsr extras, when given, decide.
+        overrides.setdefault("top_k", min(base.top_k, LOW_CONTEXT_TOP_K))
+        overrides.setdefault("max_text_searches", min(base.max_text_searches, 1))
     return base.with_overrides(**overrides)
 
 

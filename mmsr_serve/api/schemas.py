@@ -68,6 +68,32 @@ class StreamOptions(BaseModel):
     include_obfuscation: bool | None = None
 
 
+class ApproximateLocation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    city: str | None = None
+    country: str | None = None
+    region: str | None = None
+    timezone: str | None = None
+
+
+class UserLocation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["approximate"] = "approximate"
+    approximate: ApproximateLocation | None = None
+
+
+class WebSearchOptions(BaseModel):
+    """OpenAI's search-model option (``gpt-4o-search-preview``), mapped onto the search limits
+    (``search_context_size``: convert.limits_for); ``user_location`` is checked and accepted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    search_context_size: Literal["low", "medium", "high"] | None = None
+    user_location: UserLocation | None = None
+
+
 # Ceilings checked before any message is validated; ``Settings.max_messages`` / ``max_content_parts``
 # (at most these) are the limits a server applies.
 MAX_MESSAGES = 10_000
@@ -162,7 +188,7 @@ class ChatCompletionRequest(BaseModel):
     top_p: float | None = Field(None, gt=0, le=1)
     user: str | None = None
     verbosity: str | None = None
-    web_search_options: Any = None
+    web_search_options: WebSearchOptions | None = None
 
     # --- mmsr extensions (send with openai-python's ``extra_body``) ---
     search_mode: SearchMode = "auto"
