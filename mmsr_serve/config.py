@@ -305,6 +305,13 @@ class AgentConfig(BaseModel):
         if self.backend == "hf":
             from mmsr_serve.backends.hf import TransformersBackend
 
+            local = Path(self.model).expanduser()
+            if self.model.startswith((".", "/", "~")) or local.exists():
+                if not local.is_dir():  # a path, not a hub id: say so before transformers does
+                    raise ConfigError(f"--model {self.model}: no checkpoint folder there")
+                if not (local / "config.json").is_file():
+                    raise ConfigError(f"--model {self.model}: not a checkpoint folder (no config.json)")
+
             return TransformersBackend(self.model, device=self.device, model=self.model_id)
         from mmsr_serve.backends.openai_http import OpenAIBackend
 

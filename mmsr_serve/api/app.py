@@ -43,6 +43,7 @@ from mmsr_serve.api.schemas import ErrorResponse
 from mmsr_serve.api.settings import Settings
 from mmsr_serve.api.workers import WORKER_ENV
 from mmsr_serve.backends.base import ModelBackend
+from mmsr_serve.errors import ConfigError
 from mmsr_serve.images import Fetch
 from mmsr_serve.search.base import ImageSearchTool, TextSearchTool
 from mmsr_serve.search.factory import SearchTools
@@ -57,6 +58,8 @@ def create_app(
     search: ImageSearchTool | TextSearchTool | None = None,
     fetch: Fetch | None = None,
 ) -> FastAPI:
+    if settings.index is not None and search is None:
+        _check_corpus(settings.index)
     backend = backend or settings.build_backend()
     metrics = Metrics()
     built: SearchTools | None = None
@@ -123,6 +126,17 @@ def create_app(
     app.add_middleware(AuthMiddleware, keys=settings.api_keys)
     app.add_middleware(MetricsMiddleware, metrics=metrics, log_format=settings.log_format)
     return app
+
+
+def _check_corpus(folder: Path) -> None:
+    """A missing corpus is a sentence at start-up, not a traceback after the model loaded."""
+    if not folder.is_dir():
+        raise ConfigError(f"--index {folder}: no such folder")
+    if not (folder / "docs.jsonl").is_file():
+        raise ConfigError(
+            f"--index {folder}: not a corpus folder (no docs.jsonl; a corpus holds docs.jsonl and its"
+            " images, docs/search.md)"
+        )
 
 
 async def _probe_backend(backend: ModelBackend) -> None:

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from mmsr_serve.errors import MMSRError
+from mmsr_serve.errors import ConfigError, MMSRError
 
 Opt = typer.Option
 
@@ -100,6 +100,7 @@ def serve(
     overrides["shutdown_timeout_s"] = overrides.pop("shutdown_timeout")
     try:
         settings = Settings.load(config, **overrides).with_default_model()
+        check_port(settings.host, settings.port)
         if settings.workers > 1:
             from mmsr_serve.api.workers import serve_workers
 
@@ -109,6 +110,22 @@ def serve(
     except MMSRError as exc:
         raise typer.BadParameter(str(exc)) from exc
     uvicorn.run(app, **uvicorn_options(settings))
+
+
+def check_port(host: str, port: int) -> None:
+    """A port already taken is a sentence before anything loads (uvicorn would say it after
+    the model and the index were up)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {exc.strerror} (another server there? pick one with --port)"
+            ) from None
 
 
 def log_config(level: str, fmt: str) -> dict[str, Any]:
