@@ -193,8 +193,19 @@ def chat(
             extra_body={"search_mode": search_mode},
         )
         ChatPrinter().print_stream(stream)
+    except openai.APIConnectionError as exc:
+        typer.secho(f"error: cannot reach {url} ({exc}); is `mmsr serve` running there?", fg="red", err=True)
+        raise typer.Exit(1) from exc
+    except openai.NotFoundError as exc:
+        hint = (
+            ""
+            if url.rstrip("/").endswith("/v1")
+            else f" (the base URL usually ends in /v1: {url.rstrip('/')}/v1)"
+        )
+        typer.secho(f"error: {url}: {exc.message}{hint}", fg="red", err=True)
+        raise typer.Exit(1) from exc
     except openai.APIError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
+        typer.secho(f"error: {url}: {exc}", fg="red", err=True)
         raise typer.Exit(1) from exc
 
 

@@ -47,3 +47,18 @@ def test_the_cli_says_it_in_one_sentence(tmp_path: Path) -> None:
     flat = "".join(result.output.replace("│", "").split())  # the error box wraps long lines
     assert result.exit_code == 2 and "nosuchfolder" in flat
     assert "Traceback" not in result.output
+
+
+def test_mmsr_chat_names_the_url_and_suggests_v1(corpus_dir: Path) -> None:
+    from mmsr_serve.backends import ScriptedBackend
+    from tests.api.live import serve_in_thread
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        nobody = f"http://127.0.0.1:{closed.getsockname()[1]}/v1"
+    unreachable = CliRunner().invoke(app, ["chat", "hi", "--url", nobody, "--timeout", "5"])
+    assert unreachable.exit_code == 1 and f"cannot reach {nobody}" in unreachable.output
+    server = create_app(Settings(model="m", index=corpus_dir), backend=ScriptedBackend([]))
+    with serve_in_thread(server) as live:
+        no_v1 = CliRunner().invoke(app, ["chat", "hi", "--url", live.url, "--timeout", "5"])
+    assert no_v1.exit_code == 1 and f"the base URL usually ends in /v1: {live.url}/v1" in no_v1.output
