@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["Secret", "redact"]
+__all__ = ["Secret", "redact", "without_credentials"]
 
 MASK = "***"
 _MIN_SECRET_CHARS = 4  # shorter values would redact ordinary words
@@ -79,3 +80,13 @@ class RedactingFilter(logging.Filter):
 _FILTER = RedactingFilter()
 for _name in _FILTERED_LOGGERS:
     logging.getLogger(_name).addFilter(_FILTER)
+
+
+def without_credentials(url: str) -> str:
+    """``url`` as logs and messages may show it: no user or password, no query, no fragment,
+    no trailing slash."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    netloc += f":{parts.port}" if parts.port else ""
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))

@@ -8,18 +8,12 @@ as on/off, model server URLs without their credentials.
 from __future__ import annotations
 
 import shlex
-from urllib.parse import urlsplit, urlunsplit
 
 from mmsr_serve import __version__
+from mmsr_serve._secret import without_credentials
 from mmsr_serve.api.settings import Settings
 
 __all__ = ["banner"]
-
-
-def _public(url: str) -> str:
-    parts = urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _client_host(host: str) -> str:
@@ -37,7 +31,7 @@ def banner(settings: Settings) -> str:
     if settings.backend == "hf":
         backend = f"in-process transformers ({settings.model}, {settings.device})"
     else:
-        urls = ", ".join(_public(u) for u in settings.backend_urls)
+        urls = ", ".join(without_credentials(u) for u in settings.backend_urls)
         backend = f"OpenAI-compatible server at {urls} (model {settings.model!r})"
     search = settings.search_config()
     tools = f"image: {', '.join(search.image) or 'none'}; text: {', '.join(search.text) or 'none'}"

@@ -45,7 +45,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_exponential_jitter
 
 from mmsr_serve import fastjson
-from mmsr_serve._secret import Secret, redact
+from mmsr_serve._secret import Secret, redact, without_credentials
 from mmsr_serve.backends.base import (
     Completion,
     Delta,
@@ -79,11 +79,7 @@ class _Replica:
     @property
     def label(self) -> str:
         """The URL without credentials, for logs and error messages."""
-        parts = urlsplit(self.url)
-        host = parts.hostname or ""
-        netloc = f"[{host}]" if ":" in host else host
-        netloc += f":{parts.port}" if parts.port else ""
-        return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+        return without_credentials(self.url)
 
 
 class OpenAIBackend(ModelBackend):
