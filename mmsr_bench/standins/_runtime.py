@@ -45,9 +45,15 @@ def json_response(value: Any, status: int = 200) -> Response:
     return Response(dumps(value), status_code=status, media_type="application/json")
 
 
-def error_response(status: int, message: str, kind: str = "BadRequestError") -> Response:
-    """An error in the OpenAI / vLLM shape."""
-    return json_response({"error": {"message": message, "type": kind, "param": None, "code": status}}, status)
+def error_response(
+    status: int, message: str, kind: str = "BadRequestError", *, retry_after_s: int | None = None
+) -> Response:
+    """An error in the OpenAI / vLLM shape (with ``Retry-After`` when given)."""
+    body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
+    response = json_response(body, status)
+    if retry_after_s is not None:
+        response.headers["retry-after"] = str(retry_after_s)
+    return response
 
 
 class InFlight:

@@ -264,9 +264,7 @@ class ModelStandIn:
         if kind == "5xx":
             return error_response(503, "stand-in fault: the server is overloaded", "ServiceUnavailableError")
         if kind == "429":
-            limited = error_response(429, "stand-in fault: too many requests", "RateLimitError")
-            limited.headers["retry-after"] = "1"
-            return limited
+            return error_response(429, "stand-in fault: too many requests", "RateLimitError", retry_after_s=1)
         if kind == "echo":
             echoed = request.headers.get("authorization", "")
             message = f"stand-in fault: upstream refused Authorization: {echoed}"

@@ -237,9 +237,8 @@ class WebStandIn:
         if kind == "5xx":
             return error_response(503, "stand-in fault: the engines are unavailable", "ServiceUnavailable")
         if kind == "429":
-            limited = error_response(429, "stand-in fault: too many requests", "TooManyRequests")
-            limited.headers["retry-after"] = "1"
-            return limited
+            message = "stand-in fault: too many requests"
+            return error_response(429, message, "TooManyRequests", retry_after_s=1)
         if kind == "malformed":
             return Response(b'{"query": "x", "results": [{"url": ', media_type="application/json")
         if kind == "reset":
