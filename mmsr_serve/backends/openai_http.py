@@ -38,6 +38,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Se
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 import anyio
@@ -73,6 +74,8 @@ _DRAIN_S = 1.0
 class _Replica:
     url: str  # ends in "/"; credentials, if the URL had any, are in ``headers`` instead
     headers: dict[str, str]
+    proxy: str | None = None
+    proxy_headers: dict[str, str] | None = None
     in_flight: int = 0
     down_until: float = 0.0
 
@@ -89,8 +92,10 @@ class OpenAIBackend(ModelBackend):
     the server: the response headers, then each streamed chunk. ``image_format``: ``auto`` sends an
     image's own bytes when they are exactly its pixels (a PNG, JPEG or WebP that was not resized)
     and JPEG (quality 95, full chroma) otherwise; ``PNG`` is lossless always; ``JPEG`` always re-encodes.
-    Proxies from the environment (``HTTPS_PROXY``, ``NO_PROXY``) are honoured, as httpx and
-    openai-python do; credentials in a base URL are sent as basic auth instead of the API key.
+    Proxies from the environment (``HTTP_PROXY``, ``NO_PROXY``) are honoured, as httpx and
+    openai-python do, read once here (aiohttp's ``trust_env`` would read them, and ``~/.netrc``,
+    on a worker thread at every request); credentials in a base URL are sent as basic auth
+    instead of the API key.
     """
 
     def __init__(
@@ -141,7 +146,7 @@ class OpenAIBackend(ModelBackend):
         if self._session is None or self._session.closed or self._session_loop is not loop:
             connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS, limit_per_host=0)
             self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, trust_env=True, auto_decompress=True
+                connector=connector, timeout=self._timeout, auto_decompress=True
             )
             self._session_loop = loop
         return self._session
@@ -230,7 +235,13 @@ class OpenAIBackend(ModelBackend):
         try:
             try:
                 url = replica.url + "chat/completions"
-                response = await self._client().post(url, data=body, headers=replica.headers)
+                response = await self._client().post(
+                    url,
+                    data=body,
+                    headers=replica.headers,
+                    proxy=replica.proxy,
+                    proxy_headers=replica.proxy_headers,
+                )
             except TimeoutError as exc:
                 raise _timeout(replica.label, self.timeout_s) from exc
             except aiohttp.ClientError as exc:  # refused or reset, not slow: the replica sits out
@@ -344,7 +355,10 @@ class OpenAIBackend(ModelBackend):
         try:
             get = self._client().get
             url, timeout = replica.url + "models", self._probe_timeout
-            async with get(url, headers=replica.headers, timeout=timeout) as response:
+            proxy, proxy_headers = replica.proxy, replica.proxy_headers
+            async with get(
+                url, headers=replica.headers, timeout=timeout, proxy=proxy, proxy_headers=proxy_headers
+            ) as response:
                 if response.status >= 400:
                     raise await _status_failure(response, replica.label)
                 served = [m["id"] for m in fastjson.loads(await response.read())["data"]]
@@ -382,7 +396,36 @@ def _replica(url: str, key: str) -> _Replica:
         auth = aiohttp.encode_basic_auth(unquote(parts.username), unquote(parts.password or ""))
         netloc = parts.netloc.rpartition("@")[2]
         url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    return _Replica(url, {"Authorization": auth, "Content-Type": "application/json"})
+    headers = {"Authorization": auth, "Content-Type": "application/json"}
+    proxy, proxy_auth = _env_proxy(url)
+    proxy_headers = None
+    if proxy_auth is not None:  # a plain-HTTP call carries it itself; a TLS one, in its CONNECT
+        if parts.scheme == "http":
+            headers["Proxy-Authorization"] = proxy_auth
+        else:
+            proxy_headers = {"Proxy-Authorization": proxy_auth}
+    return _Replica(url, headers, proxy, proxy_headers)
+
+
+def _env_proxy(url: str) -> tuple[str | None, str | None]:
+    """The environment's proxy for ``url`` (``*_PROXY``, ``NO_PROXY``) and its ``Proxy-Authorization``.
+
+    aiohttp speaks to HTTP proxies only (an ``https://`` proxy URL is skipped, as aiohttp's own
+    ``trust_env`` skips it)."""
+    parts = urlsplit(url)
+    proxy = getproxies().get(parts.scheme)
+    if not proxy or (parts.hostname and proxy_bypass(parts.hostname)):
+        return None, None
+    p = urlsplit(proxy)
+    if p.scheme != "http":
+        log.warning(
+            "the %s proxy %s is not supported: connecting directly", p.scheme, without_credentials(proxy)
+        )
+        return None, None
+    auth = None
+    if p.username is not None:
+        auth = aiohttp.encode_basic_auth(unquote(p.username), unquote(p.password or ""))
+    return urlunsplit((p.scheme, p.netloc.rpartition("@")[2], p.path, "", "")), auth
 
 
 async def _close(events: AsyncGenerator[Any, None] | None, response: aiohttp.ClientResponse | None) -> None:

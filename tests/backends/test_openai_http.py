@@ -70,6 +70,7 @@ class StandIn:
         self.script: deque[Reply | Fail | Hang | Raw] = deque()
         self.requests: list[dict[str, object]] = []
         self.peers: list[object] = []  # the client address of each request (connection reuse)
+        self.headers: list[dict[str, str]] = []
         self.models = [MODEL]
         self.epoch = 0  # bumped between tests: a request left hanging by an earlier test stops there
         self.app = Starlette(
@@ -89,6 +90,7 @@ class StandIn:
         body = await request.json()
         self.requests.append(body)
         self.peers.append(request.client)
+        self.headers.append(dict(request.headers))
         epoch = self.epoch
         action = self.script.popleft() if self.script else Reply()
         while isinstance(action, Hang):
@@ -476,6 +478,42 @@ async def test_credentials_in_a_base_url_never_reach_errors(a: Running) -> None:
         await model.generate(ask())
     assert "s3cret" not in str(caught.value) and "admin" not in str(caught.value)
     assert host_port in str(caught.value)
+    await model.aclose()
+
+
+def _proxy_env(monkeypatch: pytest.MonkeyPatch, proxy: str, no_proxy: str = "") -> None:
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", proxy)
+    monkeypatch.setenv("no_proxy", no_proxy)
+
+
+async def test_the_environments_proxy_carries_the_calls(a: Running, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The stand-in plays the proxy: a call to a TEST-NET address (never connected to) reaches it
+    # in absolute form, with the proxy's credentials as Proxy-Authorization.
+    _proxy_env(monkeypatch, a.url.removesuffix("/v1").replace("http://", "http://us%40r:pa%3Ass@"))
+    model = backend("http://192.0.2.7:8000/v1")
+    await model.check_ready()  # the readiness probe goes the same way
+    deltas, done = await collect(model, ask())
+    assert "".join(deltas) == "Hello there" and done.finish_reason == "stop"
+    sent = a.stand_in.headers[-1]
+    assert sent["host"] == "192.0.2.7:8000"
+    assert sent["proxy-authorization"] == "Basic " + base64.b64encode(b"us@r:pa:ss").decode()
+    assert sent["authorization"] == "Bearer EMPTY"  # the model server's own header, untouched
+    await model.aclose()
+
+
+async def test_no_proxy_and_an_unsupported_proxy_connect_directly(
+    a: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _proxy_env(monkeypatch, closed_port_url().removesuffix("/v1"), no_proxy="127.0.0.1")
+    model = backend(a.url, max_retries=0)
+    assert "".join((await collect(model, ask()))[0]) == "Hello there"
+    await model.aclose()
+    _proxy_env(monkeypatch, "https://127.0.0.1:9")  # aiohttp speaks to HTTP proxies only
+    model = backend(a.url, max_retries=0)
+    assert "".join((await collect(model, ask()))[0]) == "Hello there"
+    assert "proxy-authorization" not in a.stand_in.headers[-1]
     await model.aclose()
 
 
