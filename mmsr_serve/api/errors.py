@@ -117,11 +117,27 @@ async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
     return error_response(InvalidInputError(message, param=param))
 
 
+ENDPOINTS = (
+    "POST /v1/chat/completions",
+    "POST /v1/responses",
+    "GET /v1/models",
+    "GET /health",
+    "GET /ready",
+    "GET /metrics",
+)
+
+
 async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
     code = "not_found" if exc.status_code == 404 else None
-    body = {"error": {"message": str(exc.detail), "type": type_, "param": None, "code": code}}
+    message = str(exc.detail)
+    if exc.status_code == 404 and message == "Not Found":  # no such route (not a 404 of ours)
+        message = (
+            f"no endpoint {request.method} {request.url.path} on this server; "
+            f"it serves {', '.join(ENDPOINTS)}"
+        )
+    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
     return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
 

@@ -38,7 +38,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 # Puts prometheus_client in multiprocess mode; read when it is first imported (api/workers.py).
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _LATENCY = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
-_ROUTES = ("/v1/chat/completions", "/v1/models", "/health", "/ready", "/metrics")
+_ROUTES = ("/v1/chat/completions", "/v1/responses", "/v1/models", "/health", "/ready", "/metrics")
 
 
 class Metrics:

@@ -1,4 +1,4 @@
-"""The endpoints: chat completions, models, health, readiness, metrics."""
+"""The endpoints: chat completions, responses, models, health, readiness, metrics."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from mmsr_serve.agent.events import AgentResult
 from mmsr_serve.api import render
 from mmsr_serve.api.metrics import CONTENT_TYPE
 from mmsr_serve.api.pipeline import RunInfo, Runtime, run_request, runtime_of
+from mmsr_serve.api.responses_render import ResponsesRenderer
+from mmsr_serve.api.responses_request import ResponsesRequest, to_chat
 from mmsr_serve.api.runs import Events
 from mmsr_serve.api.schemas import (
     ChatCompletion,
@@ -86,6 +88,21 @@ async def get_model(model_id: str, request: Request) -> ModelCard:
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     return await run_request(request, body, _ChatRenderer())
+
+
+@router.post("/v1/responses", response_model=None)
+async def create_response(body: ResponsesRequest, request: Request) -> Response:
+    return await run_request(request, to_chat(body), ResponsesRenderer(body))
+
+
+@router.get("/v1/responses/{response_id}")
+@router.delete("/v1/responses/{response_id}")
+@router.get("/v1/responses/{response_id}/input_items")
+@router.post("/v1/responses/{response_id}/cancel")
+async def stored_response(response_id: str) -> None:
+    raise NotFound(
+        f"the response '{response_id}' is not stored: this server keeps no responses", param="response_id"
+    )
 
 
 class _ChatRenderer:

@@ -100,7 +100,7 @@ MAX_MESSAGES = 10_000
 MAX_PARTS = 20_000
 
 
-def _lone_surrogate(value: Any, where: str) -> str | None:
+def lone_surrogate(value: Any, where: str) -> str | None:
     """Where in ``value`` a string holds a lone surrogate (JSON allows ``"\\udc80"``; UTF-8,
     the model server and every JSON encoder downstream refuse it), or None."""
     if isinstance(value, str):
@@ -119,9 +119,9 @@ def _lone_surrogate(value: Any, where: str) -> str | None:
         return None
     for key, item in items:
         name = f"{where}[{key}]" if isinstance(key, int) else (f"{where}.{key}" if where else str(key))
-        if isinstance(key, str) and not key.isascii() and _lone_surrogate(key, name):
+        if isinstance(key, str) and not key.isascii() and lone_surrogate(key, name):
             return name
-        if found := _lone_surrogate(item, name):
+        if found := lone_surrogate(item, name):
             return found
     return None
 
@@ -150,7 +150,7 @@ class ChatCompletionRequest(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _valid_unicode(cls, data: Any) -> Any:
-        if where := _lone_surrogate(data, ""):
+        if where := lone_surrogate(data, ""):
             # The message names the field, never the value: an error body must render too.
             raise ValueError(f"{where} is not valid Unicode (a lone surrogate)")
         return data
