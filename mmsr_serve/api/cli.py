@@ -167,7 +167,9 @@ def uvicorn_options(settings: Any) -> dict[str, Any]:
 
 
 def chat(
-    question: Annotated[str, typer.Argument(help="The question.")],
+    question: Annotated[
+        str | None, typer.Argument(help="The question; without one, an interactive session opens.")
+    ] = None,
     image: Annotated[Path | None, Opt(help="An image file to ask about.")] = None,
     url: Annotated[str, Opt(envvar="MMSR_URL", help="The server's base URL.")] = "http://127.0.0.1:8080/v1",
     api_key: Annotated[str, Opt(envvar="MMSR_API_KEY", help="API key of the server.")] = "EMPTY",
@@ -175,24 +177,21 @@ def chat(
     search_mode: Annotated[str, Opt(help="auto, always or off.")] = "auto",
     timeout: Annotated[float, Opt(help="Seconds to wait for the answer.")] = 600.0,
 ) -> None:
-    """Ask a running `mmsr serve`; shows the reasoning, the searches and the answer as they happen."""
+    """Ask a running `mmsr serve`; shows the reasoning, the searches and the answer as they happen.
+
+    Without a question: an interactive session that keeps the conversation (`/image PATH` attaches
+    a picture to the next question, `/clear` forgets the conversation, `/bye` or Ctrl-D ends it;
+    Ctrl-C stops an answer)."""
     import openai
 
     client = openai.OpenAI(base_url=url, api_key=api_key, timeout=timeout, max_retries=1)
-    content: list[dict[str, Any]] = [{"type": "text", "text": question}]
-    if image is not None:
-        content.append({"type": "image_url", "image_url": {"url": image_data_url(image)}})
     try:
         model = model or client.models.list().data[0].id
-        messages: Any = [{"role": "user", "content": content}]
-        stream = client.chat.completions.create(
-            model=model,
-            messages=messages,
-            stream=True,
-            stream_options={"include_usage": True},
-            extra_body={"search_mode": search_mode},
-        )
-        ChatPrinter().print_stream(stream)
+        session = ChatSession(client, model, search_mode)
+        if question is not None:
+            session.ask(question, image)
+        else:
+            session.interact(url, image)
     except openai.APIConnectionError as exc:
         typer.secho(f"error: cannot reach {url} ({exc}); is `mmsr serve` running there?", fg="red", err=True)
         raise typer.Exit(1) from exc
@@ -207,6 +206,82 @@ def chat(
     except openai.APIError as exc:
         typer.secho(f"error: {url}: {exc}", fg="red", err=True)
         raise typer.Exit(1) from exc
+
+
+class ChatSession:
+    """One conversation with the server: each question is sent with the answers so far."""
+
+    HELP = "/image PATH: attach a picture to the next question  /clear: new conversation  /bye: quit"
+
+    def __init__(self, client: Any, model: str, search_mode: str) -> None:
+        self.client, self.model, self.search_mode = client, model, search_mode
+        self.history: list[dict[str, Any]] = []
+
+    def ask(self, question: str, image: Path | None = None) -> str:
+        """Stream the answer to ``question`` (with the conversation so far); returns the answer."""
+        content: list[dict[str, Any]] = [{"type": "text", "text": question}]
+        if image is not None:
+            content.append({"type": "image_url", "image_url": {"url": image_data_url(image)}})
+        messages = [*self.history, {"role": "user", "content": content}]
+        stream = self.client.chat.completions.create(
+            model=self.model,
+            messages=messages,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"search_mode": self.search_mode},
+        )
+        try:
+            answer = ChatPrinter().print_stream(stream)
+        finally:
+            stream.close()  # also when interrupted: the server stops the run
+        if answer:
+            self.history = [*messages, {"role": "assistant", "content": answer}]
+        return answer
+
+    def interact(self, url: str, image: Path | None) -> None:
+        import contextlib
+
+        import openai
+
+        with contextlib.suppress(ImportError):
+            import readline  # noqa: F401  (line editing and recall for input(), where the platform has it)
+
+        typer.secho(f"Chatting with {self.model} at {url}. {self.HELP}", dim=True)
+        while True:
+            try:
+                line = input(">>> ").strip()
+            except (EOFError, KeyboardInterrupt):
+                typer.echo("")
+                return
+            if not line:
+                continue
+            if line in ("/bye", "/exit", "/quit"):
+                return
+            if line == "/clear":
+                self.history, image = [], None
+                typer.secho("(a new conversation)", dim=True)
+                continue
+            if line in ("/help", "/?"):
+                typer.secho(self.HELP, dim=True)
+                continue
+            if line.startswith("/image"):
+                path = Path(line.removeprefix("/image").strip()).expanduser()
+                if not path.is_file():
+                    typer.secho(f"no such file: {path}", fg="red", err=True)
+                    continue
+                image = path
+                typer.secho(f"(the next question asks about {path})", dim=True)
+                continue
+            try:
+                self.ask(line, image)
+                image = None
+            except KeyboardInterrupt:
+                typer.secho("\n[stopped]", fg="yellow")
+            except typer.BadParameter as exc:
+                typer.secho(f"error: {exc}", fg="red", err=True)
+                image = None
+            except (openai.APIStatusError, openai.APIConnectionError) as exc:
+                typer.secho(f"error: {getattr(exc, 'message', exc)}", fg="red", err=True)
 
 
 def image_data_url(path: Path) -> str:
@@ -224,7 +299,9 @@ class ChatPrinter:
     def __init__(self) -> None:
         self._section: Literal["", "reasoning", "answer"] = ""
 
-    def print_stream(self, stream: Any) -> None:
+    def print_stream(self, stream: Any) -> str:
+        """Print the stream as it comes; returns the answer."""
+        answer: list[str] = []
         for chunk in stream:
             if not chunk.choices:
                 if chunk.usage is not None:
@@ -241,6 +318,7 @@ class ChatPrinter:
                 self._end()
                 typer.secho(describe_search(search), fg="cyan")
             if delta.content:
+                answer.append(delta.content)
                 self._start("answer", "answer: ")
                 typer.secho(delta.content, bold=True, nl=False)
             if choice.finish_reason is not None:
@@ -248,6 +326,7 @@ class ChatPrinter:
                 if choice.finish_reason != "stop":
                     typer.secho(f"[finished without an answer: {choice.finish_reason}]", fg="yellow")
         self._end()
+        return "".join(answer)
 
     def _start(self, section: Literal["reasoning", "answer"], label: str) -> None:
         if self._section != section:

@@ -104,3 +104,39 @@ def test_chat_shows_reasoning_searches_and_answer(
     assert out.index("Found it.") < out.index("answer: The answer")
     denied = CliRunner().invoke(app, [*args, "--api-key", "wrong"])
     assert denied.exit_code == 1
+
+
+def test_chat_without_a_question_is_a_session_with_history(
+    live_app: Callable[..., LiveServer], local_index: LocalIndex, doc: dict[str, Any], corpus_dir: Path
+) -> None:
+    backend = ScriptedBackend(
+        [
+            "<reason>Easy.</reason><answer>Paris</answer>",
+            IMAGE_SEARCH,
+            "<reason>Found it.</reason><answer>A tortoise</answer>",
+        ]
+    )
+    server = live_app(create_app(Settings(model="mmsr-test"), backend=backend, search=local_index))
+    app = typer.Typer()
+    app.command()(api_cli.chat)
+    lines = [
+        "Capital of France?",
+        "/image /no/such/file.jpg",
+        f"/image {corpus_dir / doc['image']}",
+        "And what is this?",
+        "/clear",
+        "/bye",
+        "never sent",
+    ]
+    result = CliRunner().invoke(app, ["--url", server.url + "/v1"], input="\n".join(lines) + "\n")
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "Chatting with mmsr-test" in out and "answer: Paris" in out and "answer: A tortoise" in out
+    assert "no such file: /no/such/file.jpg" in out and "[image search ...]" in out
+    assert "(a new conversation)" in out
+    first, second = backend.requests[0].messages, backend.requests[1].messages
+    assert "Capital of France?" in first[-1].text
+    # the second question carries the first exchange, and the picture is its search image
+    assert [m.role for m in second][:2] == ["user", "assistant"] and second[1].text == "Paris"
+    assert "And what is this?" in second[-1].text and second[-1].images
+    assert len(backend.requests) == 3  # nothing after /bye

@@ -204,7 +204,7 @@ async def test_sent_back_items_and_history_reach_the_model(app_client: AppClient
             "id": "rs_1",
             "summary": [],
             "content": [{"type": "reasoning_text", "text": "t"}],
-        },  # noqa: E501
+        },
         {"type": "web_search_call", "id": "ws_1", "status": "completed", "action": {"type": "search"}},
         {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Rome"}]},
         {"role": "user", "content": [{"type": "input_text", "text": "And of France?"}]},
