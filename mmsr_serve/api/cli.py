@@ -8,11 +8,15 @@ out (see :mod:`mmsr_serve.api.settings`). ``python -m mmsr_serve.api.cli serve .
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
 from mmsr_serve.errors import ConfigError, MMSRError
+
+if TYPE_CHECKING:  # the CLI's help stays fast: nothing heavy at import (tests/test_cli.py)
+    from mmsr_serve.api.settings import Settings
+    from mmsr_serve.default_model import DemoWorldBuild
 
 Opt = typer.Option
 
@@ -99,17 +103,39 @@ def serve(
     overrides["request_timeout_s"] = overrides.pop("request_timeout")
     overrides["shutdown_timeout_s"] = overrides.pop("shutdown_timeout")
     try:
-        settings = Settings.load(config, **overrides).with_default_model()
+        settings = Settings.load(config, **overrides).with_default_model(build=False)
         check_port(settings.host, settings.port)
-        if settings.workers > 1:
-            from mmsr_serve.api.workers import serve_workers
+        world = _start_demo_world(settings)
+        try:
+            if settings.workers > 1:
+                from mmsr_serve.api.workers import serve_workers
 
-            serve_workers(settings, config, overrides)
-            return
-        app = create_app(settings)
+                if world is not None:
+                    world.wait()
+                serve_workers(settings, config, overrides)
+                return
+            # A first start generates the demo world in a child process while the model loads here.
+            loaded = settings.build_backend() if world is not None else None
+            if world is not None:
+                world.wait()
+            app = create_app(settings, backend=loaded)
+        except BaseException:
+            if world is not None:
+                world.cancel()
+            raise
     except MMSRError as exc:
         raise typer.BadParameter(str(exc)) from exc
     uvicorn.run(app, **uvicorn_options(settings))
+
+
+def _start_demo_world(settings: Settings) -> DemoWorldBuild | None:
+    """The demo world's generation, started when the settings serve it and it is not there yet."""
+    from mmsr_serve import default_model
+
+    demo = default_model.demo_world_dir() / "corpus"
+    if settings.index is None or Path(settings.index) != demo:
+        return None
+    return default_model.start_demo_world()
 
 
 def check_port(host: str, port: int) -> None:

@@ -38,30 +38,60 @@ def demo_world_dir(env: Mapping[str, str] | None = None) -> Path:
 
 
 def demo_world(env: Mapping[str, str] | None = None, *, build: bool = True) -> Path:
-    """The demo world's folder (``corpus/``, ``questions/``), generated first if missing.
+    """The demo world's folder (``corpus/``, ``questions/``), generated first if missing."""
+    folder = demo_world_dir(env)
+    pending = start_demo_world(env) if build else None
+    return pending.wait() if pending is not None else folder
 
-    The world is built in a temporary folder next to its place and renamed into it, so an
-    interrupted build or two servers starting at once never leave half a world behind. The
-    generator runs as ``mmsr world build`` in a child process: serving never imports it.
+
+def start_demo_world(env: Mapping[str, str] | None = None) -> DemoWorldBuild | None:
+    """Start generating the demo world unless it is there already (then None).
+
+    The world is built in a temporary folder next to its place and renamed into it by
+    :meth:`DemoWorldBuild.wait`, so an interrupted build or two servers starting at once never
+    leave half a world behind. The generator runs as ``mmsr world build`` in a child process
+    (serving never imports it), so the caller can load the model meanwhile.
     """
     folder = demo_world_dir(env)
-    if (folder / "world.json").is_file() or not build:
-        return folder
+    if (folder / "world.json").is_file():
+        return None
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".demo-world-", dir=folder.parent))
+    command = [sys.executable, "-m", "mmsr_bench.world", "build", str(staging)]
     try:
-        command = [sys.executable, "-m", "mmsr_bench.world", "build", str(staging)]
-        built = subprocess.run([*command, "--seed", str(DEMO_WORLD_SEED)], stdout=subprocess.DEVNULL)
-        if built.returncode != 0:
-            raise ConfigError(f"building the demo world into {folder} failed (exit {built.returncode})")
-        try:
-            staging.rename(folder)
-        except OSError:
-            if not (folder / "world.json").is_file():  # not another process's finished world
-                raise
-    finally:
+        child = subprocess.Popen([*command, "--seed", str(DEMO_WORLD_SEED)], stdout=subprocess.DEVNULL)
+    except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-    return folder
+        raise
+    return DemoWorldBuild(folder, staging, child)
+
+
+class DemoWorldBuild:
+    """The demo world being generated (:func:`start_demo_world`)."""
+
+    def __init__(self, folder: Path, staging: Path, child: subprocess.Popen[bytes]) -> None:
+        self.folder, self._staging, self._child = folder, staging, child
+
+    def wait(self) -> Path:
+        """The world's folder, once generated and in place; ConfigError if the generator failed."""
+        try:
+            code = self._child.wait()
+            if code != 0:
+                raise ConfigError(f"building the demo world into {self.folder} failed (exit {code})")
+            try:
+                self._staging.rename(self.folder)
+            except OSError:
+                if not (self.folder / "world.json").is_file():  # not another process's finished world
+                    raise
+        finally:
+            shutil.rmtree(self._staging, ignore_errors=True)
+        return self.folder
+
+    def cancel(self) -> None:
+        """Stop the generator and remove its half-built world."""
+        self._child.kill()
+        self._child.wait()
+        shutil.rmtree(self._staging, ignore_errors=True)
 
 
 def is_available() -> bool:

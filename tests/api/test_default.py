@@ -32,7 +32,9 @@ def serve_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     monkeypatch.setattr(default_model, "is_available", lambda: True)
     monkeypatch.setattr(default_model, "demo_world", lambda env=None, build=True: tmp_path / "world")
     seen: dict[str, Any] = {}
-    monkeypatch.setattr("mmsr_serve.api.app.create_app", lambda settings: seen.setdefault("s", settings))
+    monkeypatch.setattr(
+        "mmsr_serve.api.app.create_app", lambda settings, **kw: seen.setdefault("s", settings)
+    )
     monkeypatch.setattr("uvicorn.run", lambda app, **kw: None)
     app = typer.Typer()
     app.command()(api_cli.serve)
@@ -45,6 +47,51 @@ def serve_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
         return settings
 
     return run
+
+
+class _Build:
+    def __init__(self, order: list[str]) -> None:
+        self.order = order
+
+    def wait(self) -> None:
+        self.order.append("world ready")
+
+    def cancel(self) -> None:
+        self.order.append("world cancelled")
+
+
+def test_a_first_start_loads_the_model_while_the_world_is_generated(
+    serve_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    order: list[str] = []
+
+    def start(settings: Settings) -> _Build:
+        order.append("world started")
+        return _Build(order)
+
+    monkeypatch.setattr(api_cli, "_start_demo_world", start)
+    monkeypatch.setattr(Settings, "build_backend", lambda self: order.append("model loaded"))
+    serve_settings()
+    assert order == ["world started", "model loaded", "world ready"]
+    order.clear()
+
+    def fails(self: Settings) -> None:
+        raise ConfigError("no such checkpoint")
+
+    monkeypatch.setattr(Settings, "build_backend", fails)
+    app = typer.Typer()
+    app.command()(api_cli.serve)
+    result = CliRunner().invoke(app, [])
+    assert result.exit_code == 2 and "no such checkpoint" in result.output
+    assert order == ["world started", "world cancelled"]  # no generator left running
+
+
+def test_an_unfinished_world_build_leaves_nothing_behind(tmp_path: Path) -> None:
+    env = {"XDG_CACHE_HOME": str(tmp_path)}
+    build = default_model.start_demo_world(env)
+    assert build is not None
+    build.cancel()
+    assert list((tmp_path / "mmsr").iterdir()) == []  # neither the world nor its staging folder
 
 
 def test_no_arguments_serve_the_packaged_checkpoint_over_the_demo_world(
