@@ -29,6 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from mmsr_serve.agent.protocol import SearchMode
 from mmsr_serve.api.schemas import (
+    MAX_MESSAGES,
+    MAX_PARTS,
     ChatCompletionRequest,
     StreamOptions,
     WebSearchOptions,
@@ -86,6 +88,20 @@ class ReasoningOptions(BaseModel):
 
 class ResponsesRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_too_many(cls, data: Any) -> Any:
+        items = data.get("input") if isinstance(data, dict) else None
+        if isinstance(items, list):  # before validating each item, as chat completions does
+            if len(items) > MAX_MESSAGES:
+                raise ValueError(f"input: {len(items)} items, more than the {MAX_MESSAGES} accepted")
+            parts = sum(
+                len(m["content"]) for m in items if isinstance(m, dict) and isinstance(m.get("content"), list)
+            )
+            if parts > MAX_PARTS:
+                raise ValueError(f"input: {parts} content parts, more than the {MAX_PARTS} accepted")
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -156,6 +172,21 @@ def to_chat(req: ResponsesRequest) -> ChatCompletionRequest:
                 messages.append(message)
     if not messages or messages[-1]["role"] != "user":
         raise _refuse("input", "must end with a user message")
+    try:
+        return _chat_request(req, messages, options, mode, no_search)
+    except ValidationError as exc:  # a value chat completions bounds differently: still the caller's
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "input"
+        raise _refuse(where, f"is not valid: {first['msg']}") from None
+
+
+def _chat_request(
+    req: ResponsesRequest,
+    messages: list[dict[str, Any]],
+    options: WebSearchOptions | None,
+    mode: SearchMode,
+    no_search: bool,
+) -> ChatCompletionRequest:
     return ChatCompletionRequest.model_validate(
         {
             "messages": messages,

@@ -194,6 +194,12 @@ async def test_what_cannot_be_honoured_is_a_400_naming_it(
         assert error["param"].startswith("input[0].content[0]")
 
 
+async def test_a_huge_input_is_refused_before_its_items_are_validated(app_client: AppClient) -> None:
+    client = app_client(ScriptedBackend([]))
+    response = await client.post("/v1/responses", json={"input": [{"role": "user", "content": "x"}] * 10_001})
+    assert response.status_code == 400 and "10001 items" in response.json()["error"]["message"]
+
+
 async def test_sent_back_items_and_history_reach_the_model(app_client: AppClient) -> None:
     backend = ScriptedBackend(["<reason>ok</reason><answer>Paris</answer>"])
     client = app_client(backend)
