@@ -26,7 +26,7 @@ import typer.main
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": (
         "mmsr_serve.api.cli:serve",
-        "Serve the search loop behind an OpenAI-compatible /v1/chat/completions.",
+        "Serve the search loop behind OpenAI-compatible /v1/chat/completions and /v1/responses.",
     ),
     "chat": (
         "mmsr_serve.api.cli:chat",

@@ -83,7 +83,7 @@ def serve(
     ] = None,
     log_level: Annotated[str | None, Opt(help="critical, error, warning, info or debug.")] = None,
 ) -> None:
-    """Serve the search loop behind an OpenAI-compatible /v1/chat/completions.
+    """Serve the search loop behind OpenAI-compatible /v1/chat/completions and /v1/responses.
 
     With no model configured, serves the embedded default (a tiny searching model) over the demo
     world, generated on first use into ~/.cache/mmsr (docs/demo.md).
