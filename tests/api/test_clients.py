@@ -88,6 +88,19 @@ def test_streaming_example(
     assert "answer: Ines (stop)" in out and "usage:" in out
 
 
+@pytest.mark.slow
+def test_responses_example(
+    serve: Callable[[list[str]], LiveServer], doc: dict[str, Any], corpus_dir: Path
+) -> None:
+    out = run(
+        [sys.executable, "openai_responses.py", "Who?", str(corpus_dir / doc["image"])], serve(searching(doc))
+    )
+    assert "[searching: the image]" in out and f"[searching: {doc['title']}]" in out
+    assert "answer: Ines (completed)" in out and f"source: {doc['url']}" in out
+    items = "reasoning -> web_search_call -> reasoning -> web_search_call -> reasoning -> message"
+    assert f"items: {items}" in out and "searches: {'image': 1, 'text': 1}" in out
+
+
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_curl_example(
     serve: Callable[[list[str]], LiveServer], doc: dict[str, Any], corpus_dir: Path
