@@ -119,6 +119,41 @@ def bytes_data_url(data: bytes, *, where: str = "image") -> str:
     return EncodedImage(data, fmt).data_url()
 
 
+RESAMPLING = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+@dataclass(frozen=True)
+class ImageGeometry:
+    """The sizes a checkpoint was trained on: at most ``max_pixels``, at least ``min_pixels``
+    (either may be None), resized with ``resample``, as a training pipeline resizes its images:
+    the sides scaled by ``sqrt(bound / (w * h))`` and truncated to integers."""
+
+    max_pixels: int | None = None
+    min_pixels: int | None = None
+    resample: str = "bicubic"
+
+    def apply(self, image: Image.Image) -> Image.Image:
+        method = RESAMPLING[self.resample]
+        w, h = image.size
+        if self.max_pixels is not None and w * h > self.max_pixels:
+            image = _scaled(image, self.max_pixels, method)
+        w, h = image.size
+        if self.min_pixels is not None and w * h < self.min_pixels:
+            image = _scaled(image, self.min_pixels, method)
+        return image
+
+
+def _scaled(image: Image.Image, pixels: int, method: Image.Resampling) -> Image.Image:
+    w, h = image.size
+    scale = math.sqrt(pixels / (w * h))
+    return image.resize((max(1, int(w * scale)), max(1, int(h * scale))), resample=method)
+
+
 def fit_pixels(image: Image.Image, max_pixels: int) -> Image.Image:
     """Downscale (keeping the aspect ratio) so that width * height <= max_pixels."""
     w, h = image.size
@@ -129,8 +164,17 @@ def fit_pixels(image: Image.Image, max_pixels: int) -> Image.Image:
     return image.resize(size, Image.Resampling.BICUBIC)
 
 
-def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, url: str | None = None) -> InputImage:
-    """Decode encoded image bytes; raises :class:`ImageError` on anything PIL cannot read."""
+def decode_image(
+    data: bytes,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    url: str | None = None,
+    geometry: ImageGeometry | None = None,
+) -> InputImage:
+    """Decode encoded image bytes; raises :class:`ImageError` on anything PIL cannot read.
+
+    Downscaled to ``max_pixels``, or, with a ``geometry`` (a checkpoint's), resized by it from
+    the full-size picture (its bounds win over ``max_pixels``, which caps only what it leaves open)."""
     try:
         with Image.open(io.BytesIO(data), formats=DECODED_FORMATS) as probe:
             w, h = probe.size
@@ -138,7 +182,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, url: str 
                 raise ImageError(f"image is {w}x{h} pixels, more than the {MAX_DECODED_PIXELS} allowed")
             if max(w, h) > MAX_ASPECT_RATIO * min(w, h):
                 raise ImageError(f"image is {w}x{h} pixels: sides more than {MAX_ASPECT_RATIO} times apart")
-            if probe.format == "JPEG":  # decode at a reduced scale that still covers max_pixels
+            if probe.format == "JPEG" and geometry is None:  # a reduced scale still covering max_pixels
                 scale = math.sqrt(max_pixels / (w * h))
                 probe.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))
             probe.load()
@@ -151,7 +195,11 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, url: str 
         raise
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageError(f"cannot decode image: {exc}") from exc
-    fitted = fit_pixels(image, max_pixels)
+    if geometry is None:
+        fitted = fit_pixels(image, max_pixels)
+    else:
+        fitted = geometry.apply(image)
+        fitted = fit_pixels(fitted, max_pixels) if geometry.max_pixels is None else fitted
     # The bytes stand for the pixels only when nothing was converted, drafted or downscaled (an
     # RGBA or palette image would be flattened differently by the model server's decoder).
     exact = fmt in WIRE_FORMATS and mode == "RGB" and fitted.size == (w, h) and orientation == 1
@@ -188,8 +236,10 @@ async def load_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
     fetch: Fetch | None = None,
+    geometry: ImageGeometry | None = None,
 ) -> InputImage:
-    """Load an image from a path, bytes, PIL image, data URL or http(s) URL."""
+    """Load an image from a path, bytes, PIL image, data URL or http(s) URL (see
+    :func:`decode_image` for ``max_pixels`` and ``geometry``; an InputImage is taken as it is)."""
     if isinstance(source, InputImage):
         return source
     url: str | None = None
@@ -210,4 +260,4 @@ async def load_image(
     if len(data) > max_bytes:
         raise ImageError(f"image is {len(data)} bytes, more than the {max_bytes} allowed")
     # Decoding a large picture takes up to a second: keep it off the event loop.
-    return await asyncio.to_thread(decode_image, data, max_pixels=max_pixels, url=url)
+    return await asyncio.to_thread(decode_image, data, max_pixels=max_pixels, url=url, geometry=geometry)

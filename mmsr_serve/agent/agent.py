@@ -88,7 +88,12 @@ class SearchAgent:
         limits = limits or self.limits
         loaded = None
         if image is not None:
-            loaded = await load_image(image, max_pixels=limits.max_image_pixels, fetch=self._fetch)
+            loaded = await load_image(
+                image,
+                max_pixels=limits.max_image_pixels,
+                fetch=self._fetch,
+                geometry=self.pack.image_geometry,
+            )
         sampling = sampling or Sampling()
         messages = [_history_message(item, i) for i, item in enumerate(history or ())]
         if mode == "off":

@@ -9,7 +9,10 @@ One async generator used by the server, the SDK and the trainer alike. Its polic
 - A search requested in the last turn ends the run (``max_turns``): no turn is left to use it.
 - A malformed turn, or a search over its limit (an image search without an image included),
   gets a corrective user turn from the pack while turns remain (``Limits.recover``, serving);
-  without ``recover`` (training, as in the paper) it ends the run (``invalid``).
+  without ``recover`` (training, as in the paper), or with a pack that has no
+  ``corrective_turns`` (a checkpoint never trained on them), it ends the run (``invalid``).
+- Turns stop at the actions' closing tags, or, with a pack's ``stop_at_tags`` off, at the
+  model's end-of-turn token; a pack's ``exact_actions`` reads the action as exact tags.
 - Errors of the backend or of our own code propagate: they are not the model's doing.
 
 Search modes: ``auto`` is the protocol above (the model decides). ``always`` is the paper's RAG
@@ -106,15 +109,16 @@ def decide(
         return _Finish("stop", parsed.answer)
     if finish_reason == "length":
         return _Finish("length")
+    recover = limits.recover and pack.corrective_turns
     if parsed.action == "none":
-        if limits.recover and turns_left:
+        if recover and turns_left:
             return _Correct(pack.render("format_reminder"))
-        return _Finish("max_turns" if limits.recover else "invalid")
+        return _Finish("max_turns" if recover else "invalid")
     kind: SearchKind = "image" if parsed.action == "image_search" else "text"
     if not allowed[kind]:
-        if limits.recover and turns_left:
+        if recover and turns_left:
             return _Correct(pack.render("search_refused", kind="image" if kind == "image" else "web"))
-        return _Finish("max_turns" if limits.recover else "invalid")
+        return _Finish("max_turns" if recover else "invalid")
     if not turns_left:
         return _Finish("max_turns")
     return _Search(kind, parsed.query)
@@ -157,7 +161,7 @@ async def agent_loop(
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             seed=sampling.seed,
-            stop=STOP_STRINGS,
+            stop=STOP_STRINGS if pack.stop_at_tags else (),
             top_k=sampling.top_k,
             min_p=sampling.min_p,
             repetition_penalty=sampling.repetition_penalty,
@@ -169,14 +173,19 @@ async def agent_loop(
         completion = out[0]
         # parse
         text = completion.text
-        if not backend.keeps_stop_strings:
+        if pack.stop_at_tags and not backend.keeps_stop_strings:
             text = restore_stop(text, completion.finish_reason)
         turn_usage = Usage(completion.prompt_tokens or 0, completion.completion_tokens or 0)
         usage += turn_usage
         first_prompt = first_prompt or turn_usage.prompt_tokens
         spent, pending = _spent(completion, first_prompt, spent + pending, text), 0
         record = TurnRecord(
-            turn, text, parse_turn(text), completion.finish_reason, turn_usage, time.perf_counter() - started
+            turn,
+            text,
+            parse_turn(text, exact=pack.exact_actions),
+            completion.finish_reason,
+            turn_usage,
+            time.perf_counter() - started,
         )
         turns.append(record)
         messages.append(Message.of("assistant", text))

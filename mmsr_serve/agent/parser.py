@@ -55,8 +55,22 @@ class ParsedTurn:
     """The turn is exactly ``<reason>...</reason>`` followed by one action."""
 
 
-def parse_turn(text: str) -> ParsedTurn:
-    """Parse one model turn. Never raises: an unusable turn has action ``none`` and an ``error``."""
+# The exact reading (``exact=True``): a search only when the turn ends with its tag (``$`` as
+# Python's: before one final newline), a text query on one line; otherwise the last answer.
+_EXACT_IMAGE = re.compile(r"<search><img></search>$")
+_EXACT_TEXT = re.compile(r"<text_search>.*</text_search>$")
+_EXACT_QUERY = re.compile(r"<text_search>(.*?)</text_search>")
+_EXACT_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+
+def parse_turn(text: str, *, exact: bool = False) -> ParsedTurn:
+    """Parse one model turn. Never raises: an unusable turn has action ``none`` and an ``error``.
+
+    ``exact`` reads it as a rollout that matched exact tags at the end of the turn did (a prompt
+    pack's ``exact_actions``): ``<search> <img> </search>`` is no search there, and a turn that
+    ends with no search ends the run, answered by its last ``<answer>``, wherever it stands."""
+    if exact:
+        return _parse_exact(text)
     body = text.rstrip()
     well_formed = _WELL_FORMED.fullmatch(text) is not None
     for kind, open_tag, close_tag in _ACTIONS:
@@ -79,6 +93,24 @@ def parse_turn(text: str) -> ParsedTurn:
             return ParsedTurn(kind, reasoning, answer=content, well_formed=well_formed)
         return ParsedTurn(kind, reasoning, query=" ".join(content.split()), well_formed=well_formed)
     return ParsedTurn("none", _reasoning(body), error="the turn does not end with an action")
+
+
+def _parse_exact(text: str) -> ParsedTurn:
+    well_formed = _WELL_FORMED.fullmatch(text) is not None
+    if found := _EXACT_IMAGE.search(text):
+        return ParsedTurn("image_search", _reasoning(text[: found.start()]), well_formed=well_formed)
+    if found := _EXACT_TEXT.search(text):
+        query = [m.group(1) for m in _EXACT_QUERY.finditer(text)][-1]
+        if not query:
+            return ParsedTurn("none", _reasoning(text[: found.start()]), error="empty query")
+        start = text.rfind("<text_search>", 0, found.end())
+        return ParsedTurn("text_search", _reasoning(text[:start]), query=query, well_formed=well_formed)
+    answers = list(_EXACT_ANSWER.finditer(text))
+    if not answers:
+        return ParsedTurn("none", _reasoning(text), error="the turn holds neither a search nor an answer")
+    last = answers[-1]
+    reasoning = _reasoning(text[: last.start()])
+    return ParsedTurn("answer", reasoning, answer=last.group(1).strip(), well_formed=well_formed)
 
 
 def _reasoning(prefix: str) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from mmsr_serve.errors import ConfigError
+from mmsr_serve.images import RESAMPLING, ImageGeometry
 
 IMAGE_MARKER = "<image>"
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
@@ -65,10 +66,41 @@ class PromptPack:
     """Sent in the ``always`` search mode when the model answers before its one web search."""
     system: str | None = None
     version: int = 1
+    # --- how the checkpoint was trained to take turns (the defaults are this project's protocol) ---
+    corrective_turns: bool = True
+    """A malformed turn, or a search over its limit, gets a reminder turn while turns remain
+    (``format_reminder`` / ``search_refused``). False: it ends the run (``invalid``), as in a
+    training that never showed the model such a turn."""
+    stop_at_tags: bool = True
+    """Each turn stops at an action's closing tag. False: at the model's own end-of-turn token only."""
+    exact_actions: bool = False
+    """A search runs only when the turn ends with its exact tag (``<search><img></search>``, no
+    spaces; a one-line ``<text_search>`` query); any other turn ends the run, its answer the last
+    ``<answer>`` it holds. False: the lenient reading of :func:`~mmsr_serve.agent.parser.parse_turn`."""
+    image_max_pixels: int | None = None
+    """The user's image is resized to at most this many pixels before the first turn (None: the
+    server's ``max_image_pixels``, downscaling only)."""
+    image_min_pixels: int | None = None
+    """... and at least this many (smaller pictures are upscaled)."""
+    image_resample: str = "bicubic"
+    """The resampling of those resizes: nearest, bilinear, bicubic or lanczos."""
 
     def __post_init__(self) -> None:
         if IMAGE_MARKER not in self.first_turn:
             raise ConfigError(f"prompt pack {self.name!r}: first_turn must contain the {IMAGE_MARKER} marker")
+        if self.image_resample not in RESAMPLING:
+            methods = sorted(RESAMPLING)
+            raise ConfigError(f"prompt pack {self.name!r}: image_resample must be one of {methods}")
+        low, high = self.image_min_pixels, self.image_max_pixels
+        if (low is not None and low < 1) or (high is not None and high < 1) or (low and high and low > high):
+            raise ConfigError(f"prompt pack {self.name!r}: image_min_pixels / image_max_pixels out of order")
+
+    @property
+    def image_geometry(self) -> ImageGeometry | None:
+        """The checkpoint's image sizes, when the pack sets them."""
+        if self.image_max_pixels is None and self.image_min_pixels is None:
+            return None
+        return ImageGeometry(self.image_max_pixels, self.image_min_pixels, self.image_resample)
 
     def check_placeholders(self) -> PromptPack:
         """Reject ``{name}`` placeholders a template is never rendered with (typos in a pack file)."""
@@ -156,6 +188,21 @@ def _unpickle_string(source: str | Path | bytes) -> str:
     return value
 
 
+RELEASE_BEHAVIOUR: dict[str, Any] = {
+    # Its rollout reads the action from exact tags at the end of each turn and ends the trajectory
+    # on any other turn: the checkpoint never saw a corrective turn.
+    "corrective_turns": False,
+    "exact_actions": True,
+    # Its turns end at the model's <|im_end|> (vLLM's EOS); no stop strings.
+    "stop_at_tags": False,
+    # Its dataset code resizes each image into [512*512, 672*672*2] pixels, nearest-neighbour.
+    "image_max_pixels": 672 * 672 * 2,
+    "image_min_pixels": 512 * 512,
+    "image_resample": "nearest",
+}
+"""How the official release's training took turns and sized images (facts of its code, no text)."""
+
+
 def import_release_prompts(
     round1: str | Path | bytes,
     after_image_search: str | Path | bytes,
@@ -164,6 +211,11 @@ def import_release_prompts(
     name: str = "mmsearch-r1-release",
 ) -> PromptPack:
     """Build a pack from the official release's pickled prompts (paths or raw pickle bytes).
+
+    The pack also says how the release's rollout took turns and sized images, which its
+    checkpoint was trained on (:data:`RELEASE_BEHAVIOUR`): no corrective turns, turns that end at
+    the model's end-of-turn token, actions read as exact tags, and user images resized to
+    between 512*512 and 672*672*2 pixels with nearest-neighbour resampling.
 
     The round-1 prompt holds an ``<image>`` marker; the question follows it (appended when the
     text has no ``{question}`` placeholder). Text-only requests reuse it with the marker removed.
@@ -185,5 +237,6 @@ def import_release_prompts(
             "first_turn_text_only": re.sub(r"[ \t]*<image>[ \t]*\n?", "", first),
             "after_image_search": _unpickle_string(after_image_search),
             "after_text_search": _unpickle_string(after_text_search),
+            **RELEASE_BEHAVIOUR,
         }
     )

@@ -24,7 +24,7 @@ from mmsr_serve.api.schemas import ChatCompletionRequest, RequestMessage
 from mmsr_serve.api.settings import Settings
 from mmsr_serve.backends.base import ImagePart, Message, Part, TextPart
 from mmsr_serve.errors import ImageError, InvalidInputError, MMSRError
-from mmsr_serve.images import Fetch, InputImage, load_image
+from mmsr_serve.images import Fetch, ImageGeometry, InputImage, load_image
 
 
 @dataclass(frozen=True)
@@ -123,8 +123,10 @@ def stop_sequences(req: ChatCompletionRequest) -> list[str]:
 
 
 async def read_conversation(
-    req: ChatCompletionRequest, settings: Settings, fetch: Fetch | None
+    req: ChatCompletionRequest, settings: Settings, fetch: Fetch | None, geometry: ImageGeometry | None = None
 ) -> Conversation:
+    """The conversation of ``req``; its images decoded within the server's bounds, or resized to
+    the checkpoint's ``geometry`` (its prompt pack's image sizes) when it has one."""
     if len(req.messages) > settings.max_messages:
         raise _refuse(
             "messages", f"has {len(req.messages)} messages, more than the {settings.max_messages} allowed"
@@ -147,7 +149,7 @@ async def read_conversation(
         )
     loaded = dict(zip(
         [(i, j) for i, j, _ in image_refs],
-        await _all([_load(url, f"messages[{i}].content[{j}].image_url", settings, fetch)
+        await _all([_load(url, f"messages[{i}].content[{j}].image_url", settings, fetch, geometry)
                     for i, j, url in image_refs]),
         strict=True,
     ))  # fmt: skip
@@ -206,7 +208,9 @@ async def _all(loads: list[Coroutine[Any, Any, InputImage]]) -> list[InputImage]
         await settle(tasks)
 
 
-async def _load(url: str, param: str, settings: Settings, fetch: Fetch | None) -> InputImage:
+async def _load(
+    url: str, param: str, settings: Settings, fetch: Fetch | None, geometry: ImageGeometry | None
+) -> InputImage:
     is_http = url.startswith(("http://", "https://"))
     if not url.startswith("data:") and not is_http:
         raise ImageError("image_url must be a data: URL or an http(s) URL", param=param)
@@ -214,7 +218,11 @@ async def _load(url: str, param: str, settings: Settings, fetch: Fetch | None) -
         raise ImageError("this server accepts images as data: URLs only", param=param)
     try:
         return await load_image(
-            url, max_pixels=settings.max_image_pixels, max_bytes=settings.max_image_bytes, fetch=fetch
+            url,
+            max_pixels=settings.max_image_pixels,
+            max_bytes=settings.max_image_bytes,
+            fetch=fetch,
+            geometry=geometry,
         )
     except InvalidInputError as exc:
         raise ImageError(str(exc), param=param) from exc

@@ -102,10 +102,9 @@ async def run_request(request: Request, body: ChatCompletionRequest, renderer: R
     deadline = asyncio.get_running_loop().time() + timeout_s
     try:
         # The deadline covers the whole request: the image URL fetches too, then the runs.
+        reading = convert.read_conversation(body, rt.settings, rt.fetch, rt.agent.pack.image_geometry)
         try:
-            conversation = await cancel_on_disconnect(
-                request, asyncio.wait_for(convert.read_conversation(body, rt.settings, rt.fetch), timeout_s)
-            )
+            conversation = await cancel_on_disconnect(request, asyncio.wait_for(reading, timeout_s))
         except asyncio.TimeoutError:
             raise RequestTimeout(f"the request did not finish within {timeout_s:g} s") from None
         n = body.n or 1

@@ -88,6 +88,11 @@ def test_import_release_prompts(tmp_path: Path) -> None:
     assert pack.after_image_search == "Now decide: answer or search text."
     assert pack.after_text_search == "Answer now."
     assert pack.results_message == default_pack().results_message
+    # the release's turn-taking and image sizes come with its prompts
+    assert (pack.corrective_turns, pack.stop_at_tags, pack.exact_actions) == (False, False, True)
+    geometry = pack.image_geometry
+    assert geometry is not None and (geometry.max_pixels, geometry.min_pixels) == (903_168, 262_144)
+    assert geometry.resample == "nearest"
 
 
 def test_imported_pack_saves_and_loads_as_a_normal_pack(tmp_path: Path) -> None:
@@ -95,6 +100,7 @@ def test_imported_pack_saves_and_loads_as_a_normal_pack(tmp_path: Path) -> None:
     loaded = load_pack(pack.save(tmp_path / "release.json"))
     assert loaded.render("first_turn", question="Q") == "Look:\n<image>\nQuestion: Q"
     assert loaded.after_text_search == "Answer now."
+    assert loaded.image_geometry == pack.image_geometry and loaded.exact_actions
 
 
 def test_import_refuses_pickles_that_are_not_strings(tmp_path: Path) -> None:

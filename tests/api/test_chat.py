@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+from PIL import Image
 
 from mmsr_serve.agent.parser import STOP_STRINGS
 from mmsr_serve.backends import ScriptedBackend
 from mmsr_serve.search.local import LocalIndex
-from tests.api.conftest import IMAGE_SEARCH, AppClient, R, user_with_image
+from tests.api.conftest import IMAGE_SEARCH, AppClient, R, data_url, user_with_image
 
 
 def text_search(doc: dict[str, Any]) -> str:
@@ -199,3 +202,17 @@ async def test_search_cache_setting_wraps_the_index(
     assert cached == [False, True]
     assert "mmsr_search_cache_hits_total" in (await client.get("/metrics")).text
     assert (await client.get("/ready")).status_code == 200
+
+
+async def test_the_checkpoints_image_sizes_apply_to_the_users_image(
+    app_client: AppClient, tmp_path: Path
+) -> None:
+    pack = tmp_path / "pack.json"
+    pack.write_text('{"image_min_pixels": 262144, "image_max_pixels": 903168, "image_resample": "nearest"}')
+    backend = ScriptedBackend(["<reason>r</reason><answer>A</answer>"])
+    client = app_client(backend, prompt_pack=pack)
+    small = data_url(Image.new("RGB", (300, 300), "green"), "PNG")
+    response = await client.post("/v1/chat/completions", json={"messages": [user_with_image("Q?", small)]})
+    assert response.status_code == 200
+    sent = next(m.images for m in backend.requests[0].messages if m.images)[0]
+    assert sent.size == (512, 512)  # upscaled to the pack's minimum, as the checkpoint was trained
