@@ -4,6 +4,7 @@
     mmsr chat "question" --image P  ask a running server, showing searches as they happen
     mmsr index build CORPUS_DIR     build the local search index of a corpus folder
     mmsr cache ...                  inspect, export and import a search cache
+    mmsr pack ...                   prompt packs: import the official release's, show one
     mmsr world / mmsr eval          the miniature world and the evaluation (mmsr_bench)
     mmsr bench ...                  load benchmarks, with stand-in model and web servers
     mmsr train ...                  tiny checkpoints, GRPO, SFT, curation (mmsr_train)
@@ -34,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "index": ("mmsr_serve.search.index_cli:index_app", "The embedded local search index."),
     "cache": ("mmsr_serve.search.cache_cli:cache_app", "Inspect, export and import a search cache."),
+    "pack": ("mmsr_serve.agent.pack_cli:pack_app", "Prompt packs: import the official release's, show one."),
     "world": ("mmsr_bench.world.cli:app", "Miniature invented worlds to train and evaluate on."),
     "eval": (
         "mmsr_bench.eval.cli:eval_command",

@@ -40,8 +40,14 @@ _FIELDS: dict[str, frozenset[str]] = {
     "after_text_search": frozenset({"question"}),
     "image_result": frozenset({"index", "title", "url"}),
     "text_result": frozenset({"index", "title", "url", "text"}),
+    "image_results_header": frozenset({"count"}),
+    "text_results_header": frozenset({"count"}),
+    "image_result_separator": frozenset(),
+    "text_result_separator": frozenset(),
     "no_results": frozenset({"kind"}),
     "search_failed": frozenset({"kind", "error"}),
+    "image_search_failed_turn": frozenset({"error", "question"}),
+    "text_search_failed_turn": frozenset({"error", "question"}),
     "search_refused": frozenset({"kind"}),
     "format_reminder": frozenset(),
     "text_search_required": frozenset(),
@@ -66,6 +72,17 @@ class PromptPack:
     """Sent in the ``always`` search mode when the model answers before its one web search."""
     system: str | None = None
     version: int = 1
+    # --- the layout of a results turn (the defaults render this project's) ---
+    image_results_header: str = ""
+    """Text before the image hits (``{count}``: how many)."""
+    text_results_header: str = ""
+    image_result_separator: str = "\n"
+    """Between two hits (after each hit's own text)."""
+    text_result_separator: str = "\n\n"
+    image_search_failed_turn: str | None = None
+    """A failed image search's whole user turn (``{error}``, ``{question}``), in place of
+    ``results_message`` around ``search_failed``; None: the wrapper."""
+    text_search_failed_turn: str | None = None
     # --- how the checkpoint was trained to take turns (the defaults are this project's protocol) ---
     corrective_turns: bool = True
     """A malformed turn, or a search over its limit, gets a reminder turn while turns remain
@@ -105,7 +122,7 @@ class PromptPack:
     def check_placeholders(self) -> PromptPack:
         """Reject ``{name}`` placeholders a template is never rendered with (typos in a pack file)."""
         for field_name, allowed in _FIELDS.items():
-            unknown = set(_PLACEHOLDER.findall(getattr(self, field_name))) - allowed
+            unknown = set(_PLACEHOLDER.findall(getattr(self, field_name) or "")) - allowed
             if unknown:
                 raise ConfigError(f"prompt pack {self.name!r}: {field_name} uses unknown {sorted(unknown)}")
         return self

@@ -1,8 +1,11 @@
 """Turning the question and search results into user turns, with the pack's texts.
 
-Image results are interleaved as image parts: thumbnail, its title, next thumbnail...; text
-results are numbered summaries with their links. A failed or empty search still produces a turn,
-telling the model what happened, so it can reason on.
+A results turn is the pack's ``results_message`` around the hits: its kind's header, then each
+hit's template, separated by its kind's separator. An image hit's thumbnail is an image part at
+the ``<image>`` marker of ``image_result`` (before the hit's text when the template has none);
+text hits are summaries with their links. A failed or empty search still produces a turn,
+telling the model what happened, so it can reason on (a pack may give a failed search a whole
+turn of its own: ``image_search_failed_turn`` / ``text_search_failed_turn``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ def first_turn(pack: PromptPack, question: str, image: InputImage | None, limits
 
 
 def results_turn(pack: PromptPack, record: SearchRecord, question: str) -> Message:
+    own = pack.image_search_failed_turn if record.kind == "image" else pack.text_search_failed_turn
+    if record.error is not None and own is not None:
+        template = "image_search_failed_turn" if record.kind == "image" else "text_search_failed_turn"
+        return Message.of("user", pack.render(template, error=record.error, question=question))
     follow_up = pack.render(
         "after_image_search" if record.kind == "image" else "after_text_search", question=question
     )
@@ -40,22 +47,26 @@ def _result_parts(pack: PromptPack, record: SearchRecord) -> list[Part]:
     kind = "image" if record.kind == "image" else "web"
     if record.error is not None:
         return [TextPart(pack.render("search_failed", kind=kind, error=record.error))]
+    image = record.kind == "image"
+    header = pack.render("image_results_header" if image else "text_results_header", count=len(record.hits))
     if not record.hits:
-        return [TextPart(pack.render("no_results", kind=kind))]
-    parts: list[Part] = []
+        return [TextPart(header), TextPart(pack.render("no_results", kind=kind))]
+    separator = pack.image_result_separator if image else pack.text_result_separator
+    parts: list[Part] = [TextPart(header)]
     for index, hit in enumerate(record.hits, start=1):
-        sep = "\n" if index > 1 else ""
+        if index > 1:
+            parts.append(TextPart(separator))
         if isinstance(hit, ImageHit):
+            text = pack.render("image_result", index=index, title=hit.title, url=hit.url)
+            before, marked, after = text.partition(IMAGE_MARKER)
+            if not marked:
+                before, after = "", text
             thumbnail = hit.decoded_thumbnail()
-            if thumbnail is not None:
-                parts += [TextPart(sep), ImagePart.of(thumbnail)]
-                sep = ""
-            parts.append(
-                TextPart(sep + pack.render("image_result", index=index, title=hit.title, url=hit.url))
-            )
+            parts += [TextPart(before), *([ImagePart.of(thumbnail)] if thumbnail else []), TextPart(after)]
         elif isinstance(hit, TextHit):
-            text = pack.render("text_result", index=index, title=hit.title, url=hit.url, text=hit.text)
-            parts.append(TextPart(("\n\n" if index > 1 else "") + text))
+            parts.append(
+                TextPart(pack.render("text_result", index=index, title=hit.title, url=hit.url, text=hit.text))
+            )
     return parts
 
 
