@@ -1,6 +1,8 @@
 """Run configuration of ``mmsr train grpo``: one flat dataclass, from a YAML/JSON file and/or flags.
 
-Defaults are the paper's (MMSearch-R1, arXiv 2506.20670): lr 2e-6 with warm-up, KL 0.001,
+Defaults are the paper's (MMSearch-R1, arXiv 2506.20670): lr 2e-6 decayed by the release's
+sigmoid schedule (:mod:`mmsr_train.schedules`: 1.05e-6 at step 45, 1e-7 from about step 90),
+AdamW weight decay 0.01, KL 0.001,
 8 rollouts per prompt, 3 turns, searches 1 image / 2 text, top-5 results, 2048 tokens a turn and
 8192 for the conversation after the first prompt, images at most 672*672 pixels,
 reward ``0.9 * acc * penalty + 0.1 * format``.
@@ -10,7 +12,9 @@ Decisions where the paper leaves TRL's knobs open:
 - ``loss_type`` "dapo": token-level averaging over the whole batch, which is what veRL's
   ``token-mean`` loss aggregation (the release's setting) computes; stated explicitly rather than
   left to TRL's default.
-- ``warmup_ratio`` 0.05 (the release warms up; the paper gives no ratio).
+- ``lr_schedule`` ``constant_with_warmup`` (``warmup_ratio`` of the steps, then constant) stays
+  available for short runs, where a decay tuned for the release's step count would leave them at
+  the floor: the embedded demo uses it.
 - ``max_completion_length`` is tied to ``max_total_tokens``: the rollout enforces the budget itself
   and TRL must not cut a conversation that the loop considered within its limits.
 """
@@ -57,7 +61,14 @@ class GRPORunConfig:
     """Prompts per device per step; the device batch is ``prompts_per_device * num_generations``."""
     gradient_accumulation_steps: int = 1
     learning_rate: float = 2e-6
+    lr_schedule: Literal["sigmoid_decay", "constant_with_warmup"] = "sigmoid_decay"
+    lr_decay_midpoint: int = 45
+    """``sigmoid_decay``: the step at which the rate is halfway down (the release's 45)."""
+    lr_decay_floor: float = 0.05
+    """``sigmoid_decay``: the final rate, as a fraction of ``learning_rate`` (the release: 1 - 0.95)."""
     warmup_ratio: float = 0.05
+    """``constant_with_warmup``: the warm-up's share of the steps."""
+    weight_decay: float = 0.01
     beta: float = 0.001
     loss_type: Literal["dapo", "grpo", "bnpo", "dr_grpo"] = "dapo"
     epochs: float = 1.0
@@ -82,6 +93,8 @@ class GRPORunConfig:
             raise ConfigError("num_generations must be at least 2 (GRPO compares rollouts of one prompt)")
         if not 0 <= self.eval_fraction < 1:
             raise ConfigError("eval_fraction must lie in [0, 1)")
+        if self.lr_decay_midpoint < 1 or not 0 <= self.lr_decay_floor <= 1:
+            raise ConfigError("lr_decay_midpoint must be at least 1 and lr_decay_floor lie in [0, 1]")
         if self.use_vllm and self.vllm_mode == "server" and not self.vllm_server_base_url:
             raise ConfigError("vllm_mode 'server' needs vllm_server_base_url")
         try:

@@ -29,6 +29,7 @@ from mmsr_serve.errors import ConfigError
 from mmsr_train.config import GRPORunConfig
 from mmsr_train.reward import MatchMode, score_trajectory
 from mmsr_train.rollout import RolloutEnv, Wrap
+from mmsr_train.schedules import lr_lambda
 
 RewardFunc = Callable[..., list[float]]
 
@@ -115,13 +116,16 @@ def grpo_args(config: GRPORunConfig, *, has_eval: bool) -> Any:
     cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
     bf16 = cuda if config.bf16 is None else config.bf16
     batch = config.prompts_per_device * config.num_generations
+    named = config.lr_schedule == "constant_with_warmup"
     return GRPOConfig(
         output_dir=config.output_dir,
         use_cpu=not cuda,
         bf16=bf16,
         learning_rate=config.learning_rate,
-        warmup_steps=config.warmup_ratio,
-        lr_scheduler_type="constant_with_warmup",
+        weight_decay=config.weight_decay,
+        # sigmoid_decay: the trainer's own schedule (SearchGRPOTrainer.create_scheduler); TRL's stays unused
+        warmup_steps=config.warmup_ratio if named else 0,
+        lr_scheduler_type="constant_with_warmup" if named else "constant",
         beta=config.beta,
         loss_type=config.loss_type,
         num_generations=config.num_generations,
@@ -197,6 +201,9 @@ def build_trainer(config: GRPORunConfig, *, wrap: Wrap | None = None, callbacks:
         callbacks=list(callbacks),
         env=env,
         wrap=wrap,
+        lr_lambda=lr_lambda(
+            config.lr_schedule, midpoint=config.lr_decay_midpoint, floor=config.lr_decay_floor
+        ),
     )
 
 

@@ -22,7 +22,7 @@ functions. Every saved checkpoint gets the prompt pack next to its weights and p
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -60,9 +60,17 @@ class SearchGRPOTrainer(GRPOTrainer):
     replace the generator of a rollout, ``wrap(i, task, generator)`` (tests use it to script turns).
     """
 
-    def __init__(self, *args: Any, env: RolloutEnv, wrap: Wrap | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        env: RolloutEnv,
+        wrap: Wrap | None = None,
+        lr_lambda: Callable[[int], float] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if kwargs.get("tools") or kwargs.get("rollout_func") or kwargs.get("environment_factory"):
             raise ValueError("SearchGRPOTrainer runs its own rollouts: no tools, rollout_func or environment")
+        self._lr_lambda = lr_lambda
         super().__init__(*args, **kwargs)
         limit = self.grpo_args.max_completion_length
         if limit is not None and env.limits.max_total_tokens > limit:
@@ -73,6 +81,16 @@ class SearchGRPOTrainer(GRPOTrainer):
         self.env = env
         self.wrap = wrap
         self.tools = [_search_environment]
+
+    def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
+        """The run's own schedule (``lr_lambda``: a factor on the peak rate per step) when it has one,
+        made as transformers makes its named ones; else transformers' (``lr_scheduler_type``)."""
+        if self.lr_scheduler is None and self._lr_lambda is not None:
+            target = optimizer if optimizer is not None else self.optimizer
+            assert target is not None, "the optimizer is made before the schedule"
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(target, self._lr_lambda)
+            self._created_lr_scheduler = True
+        return super().create_scheduler(num_training_steps, optimizer)
         self.last_rollouts: list[Rollout] = []
 
     @property

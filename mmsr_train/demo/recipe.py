@@ -268,7 +268,9 @@ def train_grpo_demo(sft_dir: Path, world: Path, out_dir: Path, config: DemoConfi
         prompts_per_device=config.grpo_prompts,
         learning_rate=config.grpo_learning_rate,
         max_steps=config.grpo_max_steps,
+        lr_schedule="constant_with_warmup",  # tens of steps: the release's decay would sit at its floor
         warmup_ratio=0.05,
+        weight_decay=0.0,  # as the demo was trained (TRL's default then)
         save_steps=100_000,
         logging_steps=1,
         device="cpu",

@@ -106,3 +106,6 @@ def test_one_grpo_step_with_search_rollouts(
     # the reward and its parts, the search ratio and turn counts are logged
     assert logs["reward/accuracy"] == pytest.approx(0.5) and logs["rewards/mmsr_reward/mean"] > 0.4
     assert logs["search/ratio"] >= 0.5 and logs["turns/mean"] >= 2 and "reward/format" in logs
+    # the release's sigmoid decay (the default schedule) drives the optimiser's rate
+    assert isinstance(trainer.lr_scheduler, torch.optim.lr_scheduler.LambdaLR)
+    assert trainer.lr_scheduler.lr_lambdas[0](45) == pytest.approx(0.525)
