@@ -55,6 +55,8 @@ class GRPORunConfig:
     search_penalty: float = 0.1
     format_weight: float = 0.1
     per_search_penalty: bool = False
+    reward_compat: Literal["mmsr", "release"] = "mmsr"
+    """``release``: score as the official release's scorer (mmsr_train/reward_release.py)."""
     # optimisation
     num_generations: int = 8
     prompts_per_device: int = 1

@@ -27,7 +27,7 @@ from mmsr_serve.agent.loop import Sampling
 from mmsr_serve.agent.parser import STOP_STRINGS
 from mmsr_serve.errors import ConfigError
 from mmsr_train.config import GRPORunConfig
-from mmsr_train.reward import MatchMode, score_trajectory
+from mmsr_train.reward import MatchMode, RewardCompat, score_trajectory
 from mmsr_train.rollout import RolloutEnv, Wrap
 from mmsr_train.schedules import lr_lambda
 
@@ -39,6 +39,7 @@ def make_reward_func(
     search_penalty: float = 0.1,
     format_weight: float = 0.1,
     per_search_penalty: bool = False,
+    compat: RewardCompat = "mmsr",
 ) -> RewardFunc:
     """The paper's reward as a TRL reward function (it reads the rollouts' ``turns``)."""
 
@@ -50,7 +51,7 @@ def make_reward_func(
         **_: Any,
     ) -> list[float]:
         parts = [
-            score_trajectory(t, g, c or (), mode, search_penalty, format_weight, per_search_penalty)
+            score_trajectory(t, g, c or (), mode, search_penalty, format_weight, per_search_penalty, compat)
             for t, g, c in zip(turns, ground_truth, candidate_answers, strict=True)
         ]
         if log_metric is not None and parts:
@@ -189,7 +190,11 @@ def build_trainer(config: GRPORunConfig, *, wrap: Wrap | None = None, callbacks:
         sampling=Sampling(temperature=config.temperature, top_p=config.top_p),
     )
     reward = make_reward_func(
-        config.reward_mode, config.search_penalty, config.format_weight, config.per_search_penalty
+        config.reward_mode,
+        config.search_penalty,
+        config.format_weight,
+        config.per_search_penalty,
+        config.reward_compat,
     )
     return SearchGRPOTrainer(
         model=model,

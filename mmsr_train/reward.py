@@ -16,17 +16,33 @@ trajectory 0.1, and a malformed one 0.9 * acc * penalty.
 
 Answers are matched by :func:`mmsr_bench.answers.is_correct` (the normalisation is there), the
 same function evaluation scores with, so a reward and an eval accuracy never disagree.
+
+``compat="release"`` scores as the official release's scorer does instead, for reproducing its
+run: its answer extraction, normalisation and format check differ from ours where ours is
+deliberately stricter or more forgiving (:mod:`mmsr_train.reward_release` lists each).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from mmsr_bench.answers import MatchMode, is_correct, normalize_answer
 from mmsr_serve.agent.parser import check_trajectory, parse_turn
+from mmsr_train import reward_release
 
-__all__ = ["MatchMode", "RewardParts", "compute_reward", "is_correct", "normalize_answer", "score_trajectory"]
+RewardCompat = Literal["mmsr", "release"]
+
+__all__ = [
+    "MatchMode",
+    "RewardCompat",
+    "RewardParts",
+    "compute_reward",
+    "is_correct",
+    "normalize_answer",
+    "score_trajectory",
+]
 
 
 @dataclass(frozen=True)
@@ -48,19 +64,28 @@ def score_trajectory(
     search_penalty: float = 0.1,
     format_weight: float = 0.1,
     per_search_penalty: bool = False,
+    compat: RewardCompat = "mmsr",
 ) -> RewardParts:
-    """The reward and its parts. ``turns`` are the model turn texts, in order."""
+    """The reward and its parts. ``turns`` are the model turn texts, in order. ``compat``
+    "release" scores as the official release does (:mod:`mmsr_train.reward_release`)."""
     answers = [ground_truth] if isinstance(ground_truth, str) else list(ground_truth)
     answers += list(candidate_answers)
-    check = check_trajectory(turns)
-    last = parse_turn(turns[-1]) if turns else None
-    answer = last.answer if last is not None and last.action == "answer" else None
-    accuracy = 1.0 if is_correct(answer, answers, mode) else 0.0
-    searches = sum(action in ("image_search", "text_search") for action in check.shape)
+    if compat == "release":
+        answer = reward_release.answer_of(turns[-1]) if turns else None
+        accuracy = 1.0 if reward_release.correct(answer, answers, mode) else 0.0
+        searches = reward_release.searches(turns)
+        valid = bool(turns) and reward_release.well_formed(turns)
+    else:
+        check = check_trajectory(turns)
+        last = parse_turn(turns[-1]) if turns else None
+        answer = last.answer if last is not None and last.action == "answer" else None
+        accuracy = 1.0 if is_correct(answer, answers, mode) else 0.0
+        searches = sum(action in ("image_search", "text_search") for action in check.shape)
+        valid = check.valid
     penalty = 1.0
     if accuracy and searches:
         penalty = (1 - search_penalty) ** searches if per_search_penalty else 1 - search_penalty
-    fmt = 1.0 if check.valid else 0.0
+    fmt = 1.0 if valid else 0.0
     reward = (1 - format_weight) * accuracy * penalty + format_weight * fmt
     return RewardParts(reward, accuracy, fmt, penalty, searches, answer)
 
@@ -73,8 +98,8 @@ def compute_reward(
     search_penalty: float = 0.1,
     format_weight: float = 0.1,
     per_search_penalty: bool = False,
+    compat: RewardCompat = "mmsr",
 ) -> float:
     """The paper's reward of one trajectory (see the module docstring)."""
-    return score_trajectory(
-        turns, ground_truth, candidate_answers, mode, search_penalty, format_weight, per_search_penalty
-    ).reward
+    options = (search_penalty, format_weight, per_search_penalty, compat)
+    return score_trajectory(turns, ground_truth, candidate_answers, mode, *options).reward
