@@ -61,15 +61,16 @@ class Sample:
 
 
 def load_samples(path: str | os.PathLike[str]) -> list[Sample]:
-    """Read a JSONL or parquet file of samples (by its suffix)."""
+    """Read a JSONL or parquet file of samples (by its suffix: ``.pq`` is parquet too, as the
+    release names its data files)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    if path.suffix == ".parquet":
+    if path.suffix in (".parquet", ".pq"):
         return load_parquet(path)
     if path.suffix in (".jsonl", ".json"):
         return load_jsonl(path)
-    raise DataError(f"{path}: expected a .jsonl or .parquet file")
+    raise DataError(f"{path}: expected a .jsonl, .parquet or .pq file")
 
 
 def jsonl_rows(path: Path) -> Iterator[tuple[int, str, dict[str, Any]]]:

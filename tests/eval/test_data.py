@@ -89,6 +89,8 @@ def test_released_fvqa_parquet_layout(tmp_path: Path) -> None:
     as_text = [{**rows[1], "reward_model": {"ground_truth": "Seine", "candidate_answers": '["La Seine"]'}}]
     pq.write_table(pa.Table.from_pylist(as_text), path)  # some exports keep the list as JSON text
     assert load_samples(path)[0].answers == ("Seine", "La Seine")
+    release_named = path.rename(tmp_path / "mini_data.pq")  # the release's own suffix
+    assert load_samples(release_named)[0].answers == ("Seine", "La Seine")
 
 
 def test_plain_parquet_layout_and_its_errors(tmp_path: Path) -> None:
@@ -109,7 +111,7 @@ def test_plain_parquet_layout_and_its_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"bad.parquet, row 1: 'question'"):
         load_samples(bad)
     (tmp_path / "set.csv").write_text("question,answer\n")
-    with pytest.raises(DataError, match=r"expected a \.jsonl or \.parquet"):
+    with pytest.raises(DataError, match=r"expected a \.jsonl, \.parquet or \.pq"):
         load_samples(tmp_path / "set.csv")
 
 
