@@ -1,6 +1,7 @@
 """``mmsr pack``: prompt packs (every text the model reads, and how its checkpoint takes turns).
 
     mmsr pack import-release CHECKOUT release.json   a pack from the official release's checkout
+    mmsr pack chat-template CKPT glue.jinja          its chat template without a newline after turns
     mmsr pack show [PACK]                            a pack as JSON (default: this project's)
 
 Serve the released checkpoint with the imported pack: ``mmsr serve --prompt-pack release.json``
@@ -49,3 +50,20 @@ def show(
     except ConfigError as exc:
         raise typer.BadParameter(str(exc), param_hint="PACK") from exc
     typer.echo(json.dumps(loaded.to_dict(), indent=2, ensure_ascii=False))
+
+
+@pack_app.command("chat-template")
+def chat_template(
+    checkpoint: Annotated[Path, typer.Argument(help="The checkpoint folder (its chat template is read).")],
+    out: Annotated[Path, typer.Argument(help="The template to write (.jinja).")],
+) -> None:
+    """Write the checkpoint's chat template with nothing after an assistant turn's <|im_end|>, as the
+    release's rollout had it; serve with `vllm serve CHECKPOINT --chat-template OUT`."""
+    from mmsr_serve.agent.glue import checkpoint_template, release_glue
+
+    try:
+        template = release_glue(checkpoint_template(checkpoint))
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint="CHECKPOINT") from exc
+    out.write_text(template, encoding="utf-8")
+    typer.echo(f"wrote {out}: vllm serve {checkpoint} --chat-template {out} ...")
