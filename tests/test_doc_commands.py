@@ -84,3 +84,21 @@ def test_a_documented_command_parses(doc: str, command: str) -> None:
         if "UsageError" in kinds:
             pytest.fail(f"{doc}: `{command}`: {exc.format_message()}")  # type: ignore[attr-defined]
         raise
+
+
+def test_trls_server_mode_is_documented_with_what_image_prompts_need() -> None:
+    # TRL's client sends image prompts to routes vLLM (>= 0.30) registers only with --enable-scale-out.
+    lines = [
+        (str(doc.relative_to(ROOT)), block.replace("\\\n", " "))
+        for doc in DOCS
+        for block in SHELL_BLOCK.findall(doc.read_text())
+    ]
+    servers = [
+        (doc, cmd)
+        for doc, block in lines
+        for cmd in block.splitlines()
+        if "vllm serve" in cmd and "--weight-transfer-config" in cmd
+    ]
+    assert servers, "the docs show TRL's server mode"
+    for doc, cmd in servers:
+        assert "--enable-scale-out" in cmd, f"{doc}: {cmd.strip()}"
