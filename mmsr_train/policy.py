@@ -34,6 +34,7 @@ of the serving backends); a sampled token that runs past the stop string stays i
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -142,6 +143,7 @@ class PolicyBackend(ModelBackend):
         self._placeholders = placeholder_ids(processor)
         self._rendered: str | None = None  # the render up to and including the last generation prompt
         self._seen = 0  # messages of the conversation already in the trace
+        self._turns = 0  # model turns generated so far
 
     async def stream(self, request: GenerateRequest) -> AsyncIterator[Delta | Completion]:
         messages = list(request.messages)
@@ -163,9 +165,11 @@ class PolicyBackend(ModelBackend):
                 stop=request.stop,
                 temperature=request.temperature,
                 top_p=request.top_p,
-                seed=request.seed,
+                # each turn its own draw: the trajectory's seed with the turn's place
+                seed=None if request.seed is None else trajectory_seed(request.seed, self._turns),
             )
         )
+        self._turns += 1
         ids, logprobs, finish = out.token_ids, out.logprobs, out.finish_reason
         cut = next((i for i, t in enumerate(ids) if t in self._placeholders), None)
         if cut is not None:  # a vision placeholder would break the image count of the forward pass
@@ -229,3 +233,10 @@ def placeholder_ids(processor: Any) -> frozenset[int]:
 
 def _images(messages: Sequence[Message]) -> list[Image.Image]:
     return [image for message in messages for image in message.images]
+
+
+def trajectory_seed(*parts: int) -> int:
+    """A 31-bit seed from integers (run seed, step, process, index...): a hash, so that nearby
+    inputs do not give nearby seeds."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % (2**31 - 1)

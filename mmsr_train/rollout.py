@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -24,7 +25,7 @@ from mmsr_serve.agent.protocol import SearchMode
 from mmsr_serve.config import AgentConfig
 from mmsr_serve.images import ImageSource
 from mmsr_train.generators import BatchTokenGenerator, RoundBatcher
-from mmsr_train.policy import PolicyBackend, TokenGenerator, TokenTrace
+from mmsr_train.policy import PolicyBackend, TokenGenerator, TokenTrace, trajectory_seed
 
 T = TypeVar("T")
 TRAINING_LIMITS = Limits(recover=False)
@@ -94,8 +95,10 @@ class Rollout:
 
 
 async def run_rollout(
-    task: RolloutTask, generator: TokenGenerator, processor: Any, env: RolloutEnv
+    task: RolloutTask, generator: TokenGenerator, processor: Any, env: RolloutEnv, *, seed: int | None = None
 ) -> Rollout:
+    """One trajectory; ``seed`` seeds its sampling (each turn's draw from ``seed`` and the turn),
+    so that it does not depend on the order concurrent trajectories reach the generator."""
     backend = PolicyBackend(generator, processor, max_total_tokens=env.limits.max_total_tokens)
     agent = SearchAgent(
         backend,
@@ -104,7 +107,8 @@ async def run_rollout(
         limits=env.limits,
         pack=env.prompt_pack,
     )
-    result = await agent.run(task.question, task.image, sampling=env.sampling, mode=task.mode)
+    sampling = env.sampling if seed is None else dataclasses.replace(env.sampling, seed=seed)
+    result = await agent.run(task.question, task.image, sampling=sampling, mode=task.mode)
     return Rollout(result, backend.finish(result))
 
 
@@ -119,15 +123,22 @@ async def run_rollouts(
     env: RolloutEnv,
     *,
     wrap: Wrap | None = None,
+    seed: int | None = None,
 ) -> list[Rollout]:
-    """Run every task concurrently; ``wrap`` may substitute the generator of a task (tests script turns)."""
+    """Run every task concurrently; ``wrap`` may substitute the generator of a task (tests script
+    turns). With ``seed``, task ``i`` samples from its own seed (derived from ``seed`` and ``i``)."""
+
+    def seed_of(i: int) -> int | None:
+        return None if seed is None else trajectory_seed(seed, i)
+
     if isinstance(generator, BatchTokenGenerator):
         batcher = RoundBatcher(generator.generate_batch, len(tasks), rounds=env.limits.max_turns)
 
         async def one(i: int, task: RolloutTask) -> Rollout:
             try:
                 member = batcher.member()
-                return await run_rollout(task, wrap(i, task, member) if wrap else member, processor, env)
+                generator_i = wrap(i, task, member) if wrap else member
+                return await run_rollout(task, generator_i, processor, env, seed=seed_of(i))
             finally:
                 batcher.leave()
 
@@ -138,7 +149,7 @@ async def run_rollouts(
     return list(
         await asyncio.gather(
             *(
-                run_rollout(t, wrap(i, t, shared) if wrap else shared, processor, env)
+                run_rollout(t, wrap(i, t, shared) if wrap else shared, processor, env, seed=seed_of(i))
                 for i, t in enumerate(tasks)
             )
         )

@@ -32,7 +32,7 @@ from trl.models.utils import unwrap_model_for_generation
 
 from mmsr_train.checkpoint import save_serving_files
 from mmsr_train.generators import HFGenerator, VLLMGenerator
-from mmsr_train.policy import TokenGenerator
+from mmsr_train.policy import TokenGenerator, trajectory_seed
 from mmsr_train.rollout import Rollout, RolloutEnv, RolloutTask, Wrap, run_rollouts, run_sync
 
 
@@ -81,6 +81,8 @@ class SearchGRPOTrainer(GRPOTrainer):
         self.env = env
         self.wrap = wrap
         self.tools = [_search_environment]
+        self.last_rollouts: list[Rollout] = []
+        self._generate_calls = 0
 
     def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
         """The run's own schedule (``lr_lambda``: a factor on the peak rate per step) when it has one,
@@ -91,7 +93,6 @@ class SearchGRPOTrainer(GRPOTrainer):
             self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(target, self._lr_lambda)
             self._created_lr_scheduler = True
         return super().create_scheduler(num_training_steps, optimizer)
-        self.last_rollouts: list[Rollout] = []
 
     @property
     def grpo_args(self) -> Any:
@@ -102,9 +103,16 @@ class SearchGRPOTrainer(GRPOTrainer):
         model: Any = self.model
         mode = "train" if model.training else "eval"
         tasks = [task_of(p) for p in prompts]
+        # Each trajectory samples from its own seed (the run's seed, this process, this call, its
+        # index): concurrent trajectories would otherwise draw from the one global generator in
+        # whatever order they reach it, and two runs with one seed would differ.
+        seed = trajectory_seed(self.args.seed, self.accelerator.process_index, self._generate_calls)
+        self._generate_calls += 1
         with self._generator() as generator:
             rollouts = run_sync(
-                lambda: run_rollouts(tasks, generator, self.processing_class, self.env, wrap=self.wrap)
+                lambda: run_rollouts(
+                    tasks, generator, self.processing_class, self.env, wrap=self.wrap, seed=seed
+                )
             )
         self.last_rollouts = rollouts
         traces = [r.trace for r in rollouts]
