@@ -99,6 +99,14 @@ class SearchGRPOTrainer(GRPOTrainer):
         """``self.args``, a ``GRPOConfig`` (typed as the base ``TrainingArguments`` upstream)."""
         return self.args
 
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> Any:
+        # A batch of only text-only rows of a dataset that also has images: TRL would build
+        # images=[None, ...] from the image column, take them back after _generate and hand them
+        # to the processor, which fails on None. Without the column TRL sees a text-only batch.
+        if inputs and "image" in inputs[0] and all(example.get("image") is None for example in inputs):
+            inputs = [{k: v for k, v in example.items() if k != "image"} for example in inputs]
+        return super()._generate_and_score_completions(inputs)
+
     def _generate(self, prompts: list[Any]) -> tuple[Any, ...]:
         model: Any = self.model
         mode = "train" if model.training else "eval"

@@ -151,3 +151,38 @@ def test_a_seed_makes_a_run_reproducible(tiny: Path, corpus: Path, train_file: P
     assert first[0] == [pytest.approx(pair, rel=1e-5, abs=1e-12) for pair in second[0]]
     other = _run(tiny, corpus, train_file, tmp_path / "c", seed=1)
     assert other[1] != first[1]  # and the seed matters
+
+
+@pytest.mark.slow
+def test_a_batch_of_only_text_questions_in_a_dataset_with_images(
+    tiny: Path, corpus: Path, train_file: Path, tmp_path: Path
+) -> None:
+    # TRL passed images=[None, ...] to the processor for such a batch, and the run died.
+    text_only_row = {"question": "Who designed the Brass Tower?", "answers": ["x"]}
+    rows = [json.loads(train_file.read_text()), text_only_row]
+    mixed = train_file.parent / "mixed.jsonl"
+    mixed.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    config = GRPORunConfig.load(
+        model=str(tiny),
+        train_data=str(mixed),
+        output_dir=str(tmp_path / "out"),
+        index=str(corpus),
+        num_generations=2,
+        max_steps=4,
+        max_tokens=16,
+        max_total_tokens=300,
+        device="cpu",
+        save_steps=1000,
+    )
+    trainer = build_trainer(config)
+    text_only: list[bool] = []
+    generate = trainer._generate
+
+    def record(prompts: list[Any]) -> Any:
+        out = generate(prompts)
+        text_only.append(all(not r.trace.images for r in trainer.last_rollouts))
+        return out
+
+    trainer._generate = record
+    trainer.train()
+    assert trainer.state.global_step == 4 and any(text_only) and not all(text_only)
