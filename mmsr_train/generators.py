@@ -178,10 +178,12 @@ class VLLMGenerator:
 
     Stop strings and sampling settings are those of the trainer's vLLM set-up (``generation_kwargs``
     carries the closing tags, see :mod:`mmsr_train.grpo`); ``max_tokens`` of a call is the largest
-    of its requests, and each output is cut to its own request's limit afterwards (a prefix of a
-    sample is a sample). ``group_size`` returns the largest batch over all processes (an all-reduce):
-    every process pads its call to that size with one-token dummy prompts, because TRL's server
-    mode slices the gathered results by equal shares.
+    of its requests over all processes, and each output is cut to its own request's limit
+    afterwards (a prefix of a sample is a sample). ``largest`` returns the largest of a value over
+    all processes (an all-reduce): every process pads its call to the largest batch with one-token
+    dummy prompts, because TRL's server mode slices the gathered results by equal shares, and asks
+    for the largest token limit, because TRL sends the main process's limit for the whole call (a
+    process with no request left would otherwise cut every other's later turns to one token).
     """
 
     def __init__(
@@ -190,23 +192,24 @@ class VLLMGenerator:
         tokenizer: Any,
         *,
         eos_ids: Sequence[int],
-        group_size: Callable[[int], int] = lambda n: n,
+        largest: Callable[[int], int] = lambda n: n,
     ) -> None:
         self.vllm = vllm_generation
         self.tokenizer = tokenizer
         self.eos_ids = list(eos_ids)
-        self.group_size = group_size
+        self.largest = largest
 
     async def generate_batch(self, requests: list[TokenRequest]) -> list[TokenOutput]:
-        size = self.group_size(len(requests))
-        if size == 0:
+        size = self.largest(len(requests))
+        if size == 0:  # the same on every process: the largest batch is empty
             return []
+        limit = self.largest(max([r.max_new_tokens for r in requests], default=1))
         pad = [self.tokenizer.pad_token_id]
         prompts = [r.token_ids for r in requests] + [pad] * (size - len(requests))
         images: list[list[Any] | None] = [r.images or None for r in requests]
         images += [None] * (size - len(requests))
         saved = self.vllm.max_completion_length
-        self.vllm.max_completion_length = max([r.max_new_tokens for r in requests], default=1)
+        self.vllm.max_completion_length = limit
         try:
             _, completions, logprobs, logprob_ids = self.vllm.generate(
                 prompts=prompts,

@@ -156,7 +156,7 @@ class SearchGRPOTrainer(GRPOTrainer):
                 self.vllm_generation,
                 self._tokenizer,
                 eos_ids=self.eos_token_ids,
-                group_size=self._largest_share,
+                largest=self._largest,
             )
             return
         with (
@@ -178,9 +178,10 @@ class SearchGRPOTrainer(GRPOTrainer):
             )
             yield generator
 
-    def _largest_share(self, count: int) -> int:
-        counts = self.accelerator.gather(torch.tensor([count], device=self.accelerator.device))
-        return int(counts.max().item())
+    def _largest(self, value: int) -> int:
+        """The largest of ``value`` over all processes (every process must call it alike)."""
+        values = self.accelerator.gather(torch.tensor([value], device=self.accelerator.device))
+        return int(values.max().item())
 
     def _log_rollouts(self, mode: str, rollouts: list[Rollout]) -> None:
         """TRL's length metrics (model tokens only), plus turns and searches per trajectory."""

@@ -90,7 +90,7 @@ class FakeVLLMGeneration:
 
 async def test_vllm_generator_pads_to_the_largest_share_and_cuts_each_output(processor: Any) -> None:
     fake = FakeVLLMGeneration()
-    gen = VLLMGenerator(fake, processor.tokenizer, eos_ids=[9], group_size=lambda n: 3)
+    gen = VLLMGenerator(fake, processor.tokenizer, eos_ids=[9], largest=lambda n: max(n, 3) if n < 4 else n)
     requests = [TokenRequest([1, 2], [], max_new_tokens=2), TokenRequest([3], [], max_new_tokens=4)]
     outputs = await gen.generate_batch(requests)
     call = fake.seen[0]
@@ -101,9 +101,28 @@ async def test_vllm_generator_pads_to_the_largest_share_and_cuts_each_output(pro
     assert [o.finish_reason for o in outputs] == ["length", "length"]
     assert outputs[0].logprobs == [-0.1, -2.0]  # the sampled token's entry, wherever it ranks
     assert (
-        await VLLMGenerator(fake, processor.tokenizer, eos_ids=[9], group_size=lambda n: 0).generate_batch([])
+        await VLLMGenerator(fake, processor.tokenizer, eos_ids=[9], largest=lambda n: 0).generate_batch([])
         == []
     )
+
+
+async def test_vllm_generator_asks_for_the_largest_limit_over_all_processes(processor: Any) -> None:
+    # Two processes: this one has one turn left wanting 2 tokens, the other's wants 5. TRL sends
+    # one limit for the whole call: it must be the largest, or the other's turn is cut short.
+    fake = FakeVLLMGeneration()
+    other = {"size": 1, "limit": 5}
+
+    def largest(value: int) -> int:  # an all-reduce over the two processes, called alike on both
+        theirs = other["size"] if largest.calls % 2 == 0 else other["limit"]  # type: ignore[attr-defined]
+        largest.calls += 1  # type: ignore[attr-defined]
+        return max(value, theirs)
+
+    largest.calls = 0  # type: ignore[attr-defined]
+    gen = VLLMGenerator(fake, processor.tokenizer, eos_ids=[9], largest=largest)
+    await gen.generate_batch([TokenRequest([1], [], max_new_tokens=2)])
+    assert fake.seen[0]["max"] == 5
+    await gen.generate_batch([])  # none left here: still a call, at the other's size and limit
+    assert fake.seen[1]["max"] == 5 and len(fake.seen[1]["prompts"]) == 1
 
 
 async def test_teacher_serves_turns_then_hands_over(processor: Any) -> None:
