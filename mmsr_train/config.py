@@ -79,7 +79,9 @@ class GRPORunConfig:
     # machine
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool | None = None
-    """None: bfloat16 on CUDA, float32 on CPU."""
+    """Compute in bfloat16 (autocast; the weights stay float32). None: on CUDA, not on CPU."""
+    bf16_weights: bool = False
+    """Store the policy's weights in bfloat16 too (half the memory, but AdamW's updates round away)."""
     gradient_checkpointing: bool = False
     use_vllm: bool = False
     vllm_mode: Literal["colocate", "server"] = "colocate"

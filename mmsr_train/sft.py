@@ -165,7 +165,7 @@ def train_sft(config: SFTRunConfig) -> Any:
 
     cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
     bf16 = cuda if config.bf16 is None else config.bf16
-    model, processor = load_policy(config.model, bf16)
+    model, processor = load_policy(config.model)
     env = RolloutEnv.from_config(config.agent)
     pack = env.prompt_pack
     trajectories = load_trajectories(config.data)
