@@ -50,8 +50,9 @@ def tiny_model(
     typer.echo(f"tiny checkpoint written to {path}")
 
 
-@train_app.command("grpo")
+@train_app.command("grpo", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def grpo(
+    ctx: typer.Context,
     config: Annotated[Path | None, Opt(help="YAML or JSON run config (keys as the flags, with _).")] = None,
     model: Annotated[str | None, Opt(help="Checkpoint folder to start from.")] = None,
     train_data: Annotated[str | None, Opt(help="Training set: JSONL or FVQA parquet.")] = None,
@@ -89,13 +90,20 @@ def grpo(
     vllm_server_base_url: Annotated[str | None, Opt(help="vLLM server URL (server mode).")] = None,
     save_steps: Annotated[int | None, Opt(help="Steps between checkpoints (default 100).")] = None,
     seed: Annotated[int | None, Opt(help="Default 0.")] = None,
+    report_to: Annotated[str | None, Opt(help="none (default), tensorboard, wandb or trackio.")] = None,
+    resume_from_checkpoint: Annotated[
+        str | None, Opt(help="A checkpoint-N folder to resume from, or 'latest' (in --output-dir).")
+    ] = None,
 ) -> None:
     """GRPO with multi-turn search rollouts through the serving loop (TRL).
 
     The run config file holds the training fields and the agent's (as ``mmsr serve`` reads them:
-    ``index``, ``text_search``, ``providers``, ``max_turns`` ...) side by side."""
-    overrides: dict[str, Any] = dict(locals())
-    overrides.pop("config")
+    ``index``, ``text_search``, ``providers``, ``max_turns`` ...) side by side. Any other
+    ``trl.GRPOConfig`` option goes in the file or as a flag of its own name (``--epsilon-high 0.28``,
+    ``--save-total-limit 3``); TRL validates it."""
+    overrides: dict[str, Any] = {k: v for k, v in locals().items() if k not in ("ctx", "config")}
+    resume = overrides.pop("resume_from_checkpoint")
+    overrides.update(extra_options(ctx.args))
     from mmsr_train.config import GRPORunConfig
 
     try:
@@ -103,11 +111,35 @@ def grpo(
         _quiet_experimental()
         from mmsr_train.grpo import train_grpo
 
-        summary = train_grpo(run)
+        summary = train_grpo(run, resume_from_checkpoint=True if resume == "latest" else resume)
     except MMSRError as exc:
         raise typer.BadParameter(str(exc)) from exc
     _summary(summary)
     typer.echo(f"serve it with: mmsr serve --backend hf --model {summary.output_dir}")
+
+
+def extra_options(args: list[str]) -> dict[str, Any]:
+    """``--name value`` / ``--name=value`` / ``--flag`` / ``--no-flag`` pairs as ``{name: value}``
+    (values read as YAML: numbers, booleans, lists); anything else is a usage error."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        word = args[i]
+        if not word.startswith("--") or len(word) < 3:
+            raise typer.BadParameter(f"unexpected argument {word!r}")
+        name, eq, value = word[2:].partition("=")
+        if not eq:
+            if i + 1 < len(args) and not args[i + 1].startswith("--"):
+                value, i = args[i + 1], i + 1
+            elif name.startswith("no-"):
+                name, value = name[3:], "false"
+            else:
+                value = "true"
+        out[name.replace("-", "_")] = yaml.safe_load(value)
+        i += 1
+    return out
 
 
 @train_app.command("sft")

@@ -91,6 +91,11 @@ class GRPORunConfig:
     save_steps: int = 100
     logging_steps: int = 1
     report_to: str = "none"
+    trl_args: dict[str, Any] = field(default_factory=dict)
+    """Any other ``trl.GRPOConfig`` option (``epsilon_high``, ``num_iterations``, ``max_grad_norm``,
+    ``save_total_limit``, ``lr_scheduler_type`` ...), given at the top level of the run config or
+    as a flag (``--epsilon-high 0.28``) and passed to TRL, which validates it; it wins over what
+    the fields above set. An ``lr_scheduler_type`` replaces ``lr_schedule``."""
 
     def __post_init__(self) -> None:
         if self.num_generations < 2:
@@ -123,9 +128,11 @@ class GRPORunConfig:
         (:meth:`AgentConfig.load`: the environment's provider keys, old spellings with a warning)."""
         data = read_config_file(path) if path is not None else {}
         given = {k: v for k, v in overrides.items() if v is not None}
-        own, agent_file = split_fields(cls, data)
-        own_flags, agent_flags = split_fields(cls, given)
+        trl = {**trl_options(data), **trl_options(given)}
+        own, agent_file = split_fields(cls, {k: v for k, v in data.items() if k not in trl})
+        own_flags, agent_flags = split_fields(cls, {k: v for k, v in given.items() if k not in trl})
         own.update(own_flags)
+        own["trl_args"] = {**own.get("trl_args", {}), **trl}
         missing = sorted(n for n in ("model", "train_data", "output_dir") if not own.get(n))
         if missing:
             raise ConfigError(f"missing run config keys: {missing}")
@@ -135,8 +142,9 @@ class GRPORunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The run as a config file would give it (the agent's fields at the top level, no secrets)."""
-        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "agent"}
-        return {**own, **self.agent.record()}
+        skip = ("agent", "trl_args")
+        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+        return {**own, **self.trl_args, **self.agent.record()}
 
 
 def training_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -159,6 +167,18 @@ def starting_point(checkpoint: str | os.PathLike[str] | None) -> dict[str, Any]:
     if pack is not None:
         values["prompt_pack"] = pack
     return values
+
+
+def trl_options(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of ``values`` that are ``trl.GRPOConfig`` options and neither ours nor the agent's."""
+    ours = {f.name for f in dataclasses.fields(GRPORunConfig)} | set(AgentConfig.model_fields)
+    rest = set(values) - ours - set(OLD_NAMES)
+    if not rest:
+        return {}
+    from trl import GRPOConfig  # only when asked: importing TRL takes seconds
+
+    options = {f.name for f in dataclasses.fields(GRPOConfig)}
+    return {k: values[k] for k in rest if k in options}
 
 
 def split_fields(cls: Any, values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -118,7 +118,7 @@ def grpo_args(config: GRPORunConfig, *, has_eval: bool) -> Any:
     bf16 = cuda if config.bf16 is None else config.bf16
     batch = config.prompts_per_device * config.num_generations
     named = config.lr_schedule == "constant_with_warmup"
-    return GRPOConfig(
+    ours = dict(
         output_dir=config.output_dir,
         use_cpu=not cuda,
         bf16=bf16,
@@ -154,6 +154,10 @@ def grpo_args(config: GRPORunConfig, *, has_eval: bool) -> Any:
         report_to=[] if config.report_to == "none" else [config.report_to],
         seed=config.seed,
     )
+    try:
+        return GRPOConfig(**{**ours, **config.trl_args})  # TRL validates its own options
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"a TRL option was refused: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -211,22 +215,32 @@ def build_trainer(config: GRPORunConfig, *, wrap: Wrap | None = None, callbacks:
         callbacks=list(callbacks),
         env=env,
         wrap=wrap,
-        lr_lambda=lr_lambda(
-            config.lr_schedule, midpoint=config.lr_decay_midpoint, floor=config.lr_decay_floor
-        ),
+        lr_lambda=None
+        if "lr_scheduler_type" in config.trl_args  # TRL's own named schedule, asked for by name
+        else lr_lambda(config.lr_schedule, midpoint=config.lr_decay_midpoint, floor=config.lr_decay_floor),
     )
 
 
 def train_grpo(
-    config: GRPORunConfig, *, wrap: Wrap | None = None, callbacks: Sequence[Any] = ()
+    config: GRPORunConfig,
+    *,
+    wrap: Wrap | None = None,
+    callbacks: Sequence[Any] = (),
+    resume_from_checkpoint: str | bool | None = None,
 ) -> TrainSummary:
-    """Train, save the final checkpoint to ``config.output_dir`` and return a summary."""
+    """Train, save the final checkpoint to ``config.output_dir`` and return a summary.
+
+    The run's configuration is written to ``output_dir/mmsr_run_config.json`` before the first
+    step (a run that dies still says how it was started). ``resume_from_checkpoint``: a
+    ``checkpoint-N`` folder, or True for the latest one in ``output_dir`` (TRL's resume: model,
+    optimiser, schedule, RNG and data order)."""
     import json
 
-    trainer = build_trainer(config, wrap=wrap, callbacks=callbacks)
-    trainer.train()
-    trainer.save_model(config.output_dir)
     out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "mmsr_run_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+    trainer = build_trainer(config, wrap=wrap, callbacks=callbacks)
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    trainer.save_model(config.output_dir)
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     return TrainSummary(out, trainer.state.global_step, dict(logs[-1]) if logs else {})

@@ -204,3 +204,51 @@ def test_a_bf16_run_keeps_float32_master_weights(
     assert {p.dtype for p in trainer.model.parameters()} == {torch.float32}  # ... weights in float32
     model, _ = load_policy(str(tiny), bf16_weights=True)
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}  # only when asked for
+
+
+@pytest.mark.slow
+def test_a_run_from_yaml_with_trl_options_resumes(
+    tiny: Path, corpus: Path, train_file: Path, tmp_path: Path
+) -> None:
+    # Any GRPOConfig option passes to TRL (validated by TRL), from the file or as a flag.
+    from typer.testing import CliRunner
+
+    from mmsr_train.cli import train_app
+
+    out = tmp_path / "run"
+    run = tmp_path / "run.yaml"
+    run.write_text(
+        "\n".join(
+            [
+                f"model: {tiny}",
+                f"train_data: {train_file}",
+                f"output_dir: {out}",
+                f"index: {corpus}",
+                "num_generations: 2",
+                "max_tokens: 16",
+                "max_total_tokens: 300",
+                "device: cpu",
+                "epsilon_high: 0.28",
+                "lr_scheduler_type: cosine",
+                "save_total_limit: 1",
+                "save_steps: 1",
+                "report_to: tensorboard",
+                "max_steps: 2",
+            ]
+        )
+        + "\n"
+    )
+    first = CliRunner().invoke(train_app, ["grpo", "--config", str(run), "--max-grad-norm", "0.5"])
+    assert first.exit_code == 0, first.output
+    recorded = json.loads((out / "mmsr_run_config.json").read_text())
+    assert recorded["epsilon_high"] == 0.28 and recorded["max_grad_norm"] == 0.5
+    assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-2"]  # save_total_limit
+    assert list(out.rglob("events.out.tfevents.*"))  # TensorBoard logs
+    again = CliRunner().invoke(
+        train_app, ["grpo", "--config", str(run), "--max-steps", "3", "--resume-from-checkpoint", "latest"]
+    )
+    assert again.exit_code == 0, again.output
+    state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3 and state["log_history"][0]["step"] == 1  # continued, not restarted
+    bad = CliRunner().invoke(train_app, ["grpo", "--config", str(run), "--epsilon-hihg", "0.3"])
+    assert bad.exit_code == 2 and "epsilon_hihg" in bad.output
