@@ -150,6 +150,13 @@ def sft(
     config: AgentConfigOpt = None,
     index: IndexOpt = None,
     corpus: CorpusOpt = None,
+    image_search: ImageSearchOpt = None,
+    text_search: TextSearchOpt = None,
+    page_reader: Annotated[
+        str | None, Opt(help="Page reader of web text search: local, jina or none.")
+    ] = None,
+    summarizer_base_url: Annotated[str | None, Opt(help="OpenAI-compatible summarizer URL.")] = None,
+    summarizer_model: Annotated[str | None, Opt(help="Summarizer model name.")] = None,
     search_cache: Annotated[str | None, Opt(help="SQLite search cache file.")] = None,
     search_cache_mode: Annotated[str | None, Opt(help="readwrite, replay or refresh.")] = None,
     prompt_pack: Annotated[str | None, Opt(help="Prompt pack file.")] = None,
@@ -168,6 +175,11 @@ def sft(
             start=model,
             index=index,
             corpus=corpus,
+            image_search=image_search,
+            text_search=text_search,
+            page_reader=page_reader,
+            summarizer_base_url=summarizer_base_url,
+            summarizer_model=summarizer_model,
             search_cache=search_cache,
             search_cache_mode=search_cache_mode,
             prompt_pack=prompt_pack,
@@ -346,25 +358,28 @@ def demo(
     from mmsr_train.demo import run_demo
 
     _quiet_experimental()
-    config = DemoConfig(
-        out=str(out),
-        seed=seed,
-        minutes=minutes,
-        grpo_share=grpo_share,
-        stream=stream,
-        world=str(world) if world else None,
-        known_share=known_share,
-        stream_share=stream_share,
-        always_share=always_share,
-        value_weight=value_weight,
-        decision_minutes=decision_minutes,
-        first_turns=first_turns,
-        decision_first_turns=decision_first_turns,
-        grpo_known_share=grpo_known_share,
-        init=str(init) if init else None,
-        learning_rate=learning_rate,
-        threads=threads,
-    )
+    try:
+        config = DemoConfig(
+            out=str(out),
+            seed=seed,
+            minutes=minutes,
+            grpo_share=grpo_share,
+            stream=stream,
+            world=str(world) if world else None,
+            known_share=known_share,
+            stream_share=stream_share,
+            always_share=always_share,
+            value_weight=value_weight,
+            decision_minutes=decision_minutes,
+            first_turns=first_turns,
+            decision_first_turns=decision_first_turns,
+            grpo_known_share=grpo_known_share,
+            init=str(init) if init else None,
+            learning_rate=learning_rate,
+            threads=threads,
+        )
+    except ValueError as exc:  # the budget's parts do not fit (a sentence, not a traceback)
+        raise typer.BadParameter(str(exc)) from exc
     final = run_demo(config)
     typer.echo(f"demo checkpoint at {final}")
 

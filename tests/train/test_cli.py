@@ -84,3 +84,33 @@ def test_curate_uses_the_given_prompt_pack_and_writes_what_it_labelled(corpus: P
 def test_bad_grpo_config_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["train", "grpo", "--model", "m", "--output-dir", str(tmp_path)])
     assert result.exit_code == 2 and "train_data" in result.output
+
+
+def test_sft_takes_the_search_providers_grpo_takes(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # To replay a recorded run's searches SFT needs the providers' names (the cache is keyed by
+    # them), not a corpus: the same options as GRPO.
+    seen: dict[str, object] = {}
+
+    def capture(run: object) -> object:
+        seen["run"] = run
+        raise SystemExit(0)
+
+    monkeypatch.setattr("mmsr_train.sft.train_sft", capture)
+    args = ["train", "sft", str(tmp_path / "sft.jsonl"), "--model", str(tiny)]
+    args += ["--output-dir", str(tmp_path / "o")]
+    args += ["--image-search", "serpapi-lens", "--text-search", "serpapi", "--page-reader", "none"]
+    args += ["--search-cache", str(tmp_path / "c.sqlite"), "--search-cache-mode", "replay"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    agent = seen["run"].agent  # type: ignore[attr-defined]
+    providers = (agent.image_search, agent.text_search, agent.page_reader)
+    assert providers == (["serpapi-lens"], ["serpapi"], "none")
+    assert agent.search_cache_mode == "replay" and agent.index is None
+
+
+def test_a_demo_budget_that_does_not_fit_is_a_sentence(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["train", "demo", str(tmp_path / "d"), "--minutes", "2"])
+    flat = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code == 2 and "leaves no first SFT stage" in flat and "Traceback" not in result.output
