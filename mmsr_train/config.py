@@ -44,6 +44,11 @@ class GRPORunConfig:
     eval_fraction: float = 0.0
     """Hold out this fraction of ``train_data`` for evaluation when ``eval_data`` is not given."""
     eval_steps: int = 50
+    eval_max_samples: int | None = 200
+    """Evaluate on a seeded sample of at most this many held-out questions (None: all of them):
+    FVQA-test's 1,800 x 4 rollouts every 50 steps would cost more trajectories than training."""
+    eval_greedy: bool = False
+    """Evaluation rollouts decode greedily (in-process generation; vLLM keeps the run's sampling)."""
     agent: AgentConfig = field(default_factory=lambda: AgentConfig())
     """The rollouts' search tools, limits and prompt pack: the serving configuration
     (:class:`~mmsr_serve.config.AgentConfig`), whose fields a run config file and the flags give at
@@ -100,6 +105,8 @@ class GRPORunConfig:
     def __post_init__(self) -> None:
         if self.num_generations < 2:
             raise ConfigError("num_generations must be at least 2 (GRPO compares rollouts of one prompt)")
+        if self.eval_max_samples is not None and self.eval_max_samples < 1:
+            raise ConfigError("eval_max_samples must be at least 1 (or null: the whole held-out set)")
         if not 0 <= self.eval_fraction < 1:
             raise ConfigError("eval_fraction must lie in [0, 1)")
         if self.lr_decay_midpoint < 1 or not 0 <= self.lr_decay_floor <= 1:

@@ -192,6 +192,8 @@ def build_trainer(config: GRPORunConfig, *, wrap: Wrap | None = None, callbacks:
         held = load_samples(config.eval_data)
     else:
         train, held = split_eval(train, config.eval_fraction, config.seed)
+    if config.eval_max_samples is not None and len(held) > config.eval_max_samples:
+        held = random.Random(config.seed).sample(held, config.eval_max_samples)
     args = grpo_args(config, has_eval=bool(held))
     model, processor = load_policy(config.model, config.bf16_weights)
     env = RolloutEnv.from_config(
@@ -215,6 +217,7 @@ def build_trainer(config: GRPORunConfig, *, wrap: Wrap | None = None, callbacks:
         callbacks=list(callbacks),
         env=env,
         wrap=wrap,
+        eval_greedy=config.eval_greedy,
         lr_lambda=None
         if "lr_scheduler_type" in config.trl_args  # TRL's own named schedule, asked for by name
         else lr_lambda(config.lr_schedule, midpoint=config.lr_decay_midpoint, floor=config.lr_decay_floor),

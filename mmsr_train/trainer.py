@@ -22,6 +22,7 @@ functions. Every saved checkpoint gets the prompt pack next to its weights and p
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -66,11 +67,13 @@ class SearchGRPOTrainer(GRPOTrainer):
         env: RolloutEnv,
         wrap: Wrap | None = None,
         lr_lambda: Callable[[int], float] | None = None,
+        eval_greedy: bool = False,
         **kwargs: Any,
     ) -> None:
         if kwargs.get("tools") or kwargs.get("rollout_func") or kwargs.get("environment_factory"):
             raise ValueError("SearchGRPOTrainer runs its own rollouts: no tools, rollout_func or environment")
         self._lr_lambda = lr_lambda
+        self._eval_greedy = eval_greedy
         super().__init__(*args, **kwargs)
         limit = self.grpo_args.max_completion_length
         if limit is not None and env.limits.max_total_tokens > limit:
@@ -116,11 +119,12 @@ class SearchGRPOTrainer(GRPOTrainer):
         # whatever order they reach it, and two runs with one seed would differ.
         seed = trajectory_seed(self.args.seed, self.accelerator.process_index, self._generate_calls)
         self._generate_calls += 1
+        env = self.env
+        if mode == "eval" and self._eval_greedy:
+            env = dataclasses.replace(env, sampling=dataclasses.replace(env.sampling, temperature=0.0))
         with self._generator() as generator:
             rollouts = run_sync(
-                lambda: run_rollouts(
-                    tasks, generator, self.processing_class, self.env, wrap=self.wrap, seed=seed
-                )
+                lambda: run_rollouts(tasks, generator, self.processing_class, env, wrap=self.wrap, seed=seed)
             )
         self.last_rollouts = rollouts
         traces = [r.trace for r in rollouts]

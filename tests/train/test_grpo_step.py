@@ -252,3 +252,40 @@ def test_a_run_from_yaml_with_trl_options_resumes(
     assert state["global_step"] == 3 and state["log_history"][0]["step"] == 1  # continued, not restarted
     bad = CliRunner().invoke(train_app, ["grpo", "--config", str(run), "--epsilon-hihg", "0.3"])
     assert bad.exit_code == 2 and "epsilon_hihg" in bad.output
+
+
+@pytest.mark.slow
+def test_evaluation_samples_the_held_out_set_and_decodes_greedily(
+    tiny: Path, corpus: Path, train_file: Path, tmp_path: Path
+) -> None:
+    from mmsr_train.policy import TokenOutput, TokenRequest
+
+    held = tmp_path / "held.jsonl"
+    held.write_text("".join(json.dumps({"question": f"Q{i}?", "answers": ["x"]}) + "\n" for i in range(5)))
+    config = GRPORunConfig.load(
+        model=str(tiny),
+        train_data=str(train_file),
+        eval_data=str(held),
+        eval_max_samples=2,
+        eval_greedy=True,
+        output_dir=str(tmp_path / "out"),
+        index=str(corpus),
+        num_generations=2,
+        max_tokens=8,
+        max_total_tokens=200,
+        device="cpu",
+    )
+    temperatures: list[float | None] = []
+
+    class Recording:
+        def __init__(self, inner: TokenGenerator) -> None:
+            self.inner = inner
+
+        async def generate(self, request: TokenRequest) -> TokenOutput:
+            temperatures.append(request.temperature)
+            return await self.inner.generate(request)
+
+    trainer = build_trainer(config, wrap=lambda i, task, generator: Recording(generator))
+    assert len(trainer.eval_dataset) == 2  # a seeded sample of the 5 held-out questions
+    trainer.evaluate()
+    assert temperatures and set(temperatures) == {0.0}
