@@ -48,6 +48,7 @@ def make_reward_func(
         ground_truth: Sequence[str],
         candidate_answers: Sequence[Sequence[str] | None],
         log_metric: Callable[[str, float], None] | None = None,
+        data_source: Sequence[str] | None = None,
         **_: Any,
     ) -> list[float]:
         parts = [
@@ -59,6 +60,10 @@ def make_reward_func(
             log_metric("reward/format", sum(p.format for p in parts) / len(parts))
             correct = [p.penalty for p in parts if p.accuracy]
             log_metric("reward/search_penalty", sum(correct) / len(correct) if correct else 1.0)
+            # accuracy per data source (FVQA-test's generated / InfoSeek / manual parts, say)
+            for source in sorted({s for s in data_source or () if s}):
+                mine = [p.accuracy for p, s in zip(parts, data_source or (), strict=True) if s == source]
+                log_metric(f"reward/accuracy/{source}", sum(mine) / len(mine))
         return [p.reward for p in parts]
 
     return mmsr_reward

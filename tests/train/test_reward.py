@@ -113,3 +113,21 @@ def test_all_ascii_punctuation_is_removed() -> None:
     assert normalize_answer("$1.5 million") == "15 million"
     assert normalize_answer("a<b|c~d") == "abcd"
     assert is_correct("1.5 million", ["$1.5 million"])
+
+
+def test_the_reward_function_logs_accuracy_per_data_source() -> None:
+    from mmsr_train.grpo import make_reward_func
+
+    logged: dict[str, float] = {}
+    reward = make_reward_func()
+    good, bad = [f"{R}<answer>Paris</answer>"], [f"{R}<answer>Rome</answer>"]
+    rewards = reward(
+        turns=[good, bad, good],
+        ground_truth=["Paris", "Paris", "Paris"],
+        candidate_answers=[[], [], []],
+        log_metric=lambda name, value: logged.__setitem__(name, value),
+        data_source=["fvqa_auto", "infoseek", "infoseek"],
+    )
+    assert rewards == pytest.approx([1.0, 0.1, 1.0])
+    assert logged["reward/accuracy/fvqa_auto"] == 1.0 and logged["reward/accuracy/infoseek"] == 0.5
+    assert logged["reward/accuracy"] == pytest.approx(2 / 3)
