@@ -25,6 +25,7 @@ from mmsr_serve.api.settings import Settings
 from mmsr_serve.backends.base import ImagePart, Message, Part, TextPart
 from mmsr_serve.errors import ImageError, InvalidInputError, MMSRError
 from mmsr_serve.images import Fetch, ImageGeometry, InputImage, load_image
+from mmsr_serve.search.location import SearchLocation
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,15 @@ def limits_for(req: ChatCompletionRequest, settings: Settings) -> Limits:
         overrides.setdefault("top_k", min(base.top_k, LOW_CONTEXT_TOP_K))
         overrides.setdefault("max_text_searches", min(base.max_text_searches, 1))
     return base.with_overrides(**overrides)
+
+
+def location_of(req: ChatCompletionRequest) -> SearchLocation | None:
+    """``web_search_options.user_location``, for the search providers that localise results."""
+    options = req.web_search_options
+    where = options.user_location.approximate if options and options.user_location else None
+    if where is None:
+        return None
+    return SearchLocation(where.country, where.region, where.city, where.timezone)
 
 
 def sampling_for(req: ChatCompletionRequest, index: int, stops: Sequence[str]) -> Sampling:

@@ -34,6 +34,7 @@ from mmsr_serve.api.settings import Settings
 from mmsr_serve.errors import NotFound, RequestTimeout, TooManyRequests
 from mmsr_serve.images import Fetch
 from mmsr_serve.search.costs import CostLedger, current_ledger
+from mmsr_serve.search.location import current_location
 
 
 @dataclass
@@ -98,6 +99,7 @@ async def run_request(request: Request, body: ChatCompletionRequest, renderer: R
     handed_over = False
     ledger = CostLedger()  # the request's provider calls: the runs' tasks inherit it
     ledger_token = current_ledger.set(ledger)
+    location_token = current_location.set(convert.location_of(body))  # for providers that localise
     timeout_s = rt.settings.request_timeout_s
     deadline = asyncio.get_running_loop().time() + timeout_s
     try:
@@ -174,6 +176,7 @@ async def run_request(request: Request, body: ChatCompletionRequest, renderer: R
             shutdown_grace_period=drain_s + 1,  # after our own farewell (the error event)
         )
     finally:
+        current_location.reset(location_token)
         current_ledger.reset(ledger_token)
         if not handed_over:
             rt.slots.release()

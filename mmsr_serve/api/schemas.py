@@ -72,7 +72,8 @@ class ApproximateLocation(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     city: str | None = None
-    country: str | None = None
+    country: str | None = Field(None, pattern=r"^[A-Za-z]{2}$")
+    """ISO 3166-1 alpha-2, as OpenAI takes it."""
     region: str | None = None
     timezone: str | None = None
 

@@ -12,6 +12,7 @@ import re
 from mmsr_serve.errors import ProviderResponseError
 from mmsr_serve.search.base import SearchResults, TextHit
 from mmsr_serve.search.http_provider import HttpProvider
+from mmsr_serve.search.location import location_of
 
 __all__ = ["DEFAULT_BASE_URL", "BraveSearch", "plain_text"]
 
@@ -29,10 +30,14 @@ class BraveSearch(HttpProvider):
     name = "brave"
     default_base_url = DEFAULT_BASE_URL
     key_env = "BRAVE_API_KEY"
+    takes_location = True
 
     async def search_text(self, query: str, k: int) -> SearchResults:
         headers = {"Accept": "application/json", "X-Subscription-Token": self.require_key()}
         params = {**self.options, "q": query, "count": min(k, MAX_COUNT)}
+        where = location_of(self)
+        if where is not None and where.country:
+            params["country"] = where.country.upper()
         data = await self.request("GET", "/res/v1/web/search", params=params, headers=headers)
         if not isinstance(data, dict):
             raise ProviderResponseError(self.name, "the answer is not a JSON object")

@@ -43,6 +43,7 @@ from mmsr_serve.search._cache_store import (
     normalize_query,
 )
 from mmsr_serve.search.base import ImageSearchTool, SearchResults, TextSearchTool
+from mmsr_serve.search.location import location_of
 
 __all__ = [
     "CacheEntry",
@@ -72,17 +73,26 @@ class _CachedBase:
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
         self.name = provider.name
+        self._provider = provider
         self.mode = mode
         self._owns_cache = not isinstance(path, SearchCache)
         self.cache = path if isinstance(path, SearchCache) else SearchCache(path)
         self._inflight: dict[str, asyncio.Task[SearchResults]] = {}
         self._counts = {"hits": 0, "misses": 0, "provider_calls": 0, "errors": 0, "joined": 0}
 
+    @property
+    def takes_location(self) -> bool:
+        """Whether its results depend on the user's location (mmsr_serve.search.location)."""
+        return bool(getattr(self._provider, "takes_location", False))
+
     async def _lookup(
         self, kind: Kind, query: str, k: int, call: Callable[[], Awaitable[SearchResults]]
     ) -> SearchResults:
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
+        where = location_of(self._provider)
+        if where is not None and where.country:  # a localised answer is kept apart (and exported so)
+            query = f"{query} [country={where.country.upper()}]"
         key = cache_key(self.name, kind, query, k)
         task = self._inflight.get(key)
         if task is not None and task.get_loop() is asyncio.get_running_loop():

@@ -54,6 +54,11 @@ class FallbackTextSearch:
     def __repr__(self) -> str:
         return f"FallbackTextSearch({self.tools!r})"
 
+    @property
+    def takes_location(self) -> bool:
+        """Whether its results depend on the user's location (mmsr_serve.search.location)."""
+        return any(getattr(t, "takes_location", False) for t in self.tools)
+
     async def search_text(self, query: str, k: int) -> SearchResults:
         return await _first_answer(self.tools, lambda tool: tool.search_text(query, k))
 
@@ -67,6 +72,11 @@ class FallbackImageSearch:
 
     def __repr__(self) -> str:
         return f"FallbackImageSearch({self.tools!r})"
+
+    @property
+    def takes_location(self) -> bool:
+        """Whether its results depend on the user's location (mmsr_serve.search.location)."""
+        return any(getattr(t, "takes_location", False) for t in self.tools)
 
     async def search_image(self, image: InputImage, k: int) -> SearchResults:
         return await _first_answer(self.tools, lambda tool: tool.search_image(image, k))

@@ -56,6 +56,11 @@ class TextPipeline:
     def __repr__(self) -> str:
         return f"TextPipeline({self.search!r}, {self.reader!r}, {self.summarizer!r})"
 
+    @property
+    def takes_location(self) -> bool:
+        """Whether its results depend on the user's location (mmsr_serve.search.location)."""
+        return bool(getattr(self.search, "takes_location", False))
+
     async def search_text(self, query: str, k: int) -> SearchResults:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.deadline_s

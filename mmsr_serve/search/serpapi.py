@@ -26,6 +26,7 @@ from mmsr_serve.fetch import SafeFetcher
 from mmsr_serve.images import InputImage
 from mmsr_serve.search.base import ImageHit, SearchResults, TextHit
 from mmsr_serve.search.http_provider import HttpProvider
+from mmsr_serve.search.location import location_of
 from mmsr_serve.search.publish import ImagePublisher
 from mmsr_serve.search.thumbnails import fetch_thumbnails, thumbnail_fetcher
 
@@ -65,9 +66,14 @@ class SerpApiGoogle(_SerpApi):
     """Google web search: the organic results' titles, links and snippets."""
 
     name = "serpapi"
+    takes_location = True
 
     async def search_text(self, query: str, k: int) -> SearchResults:
-        data = await self._search({"engine": "google", "q": query, "num": k})
+        params: dict[str, Any] = {"engine": "google", "q": query, "num": k}
+        where = location_of(self)
+        if where is not None and where.country:
+            params["gl"] = where.country.lower()  # Google's country of the results
+        data = await self._search(params)
         hits = [
             TextHit(str(item.get("title") or ""), str(item["link"]), str(item.get("snippet") or ""))
             for item in _items(data, "organic_results")

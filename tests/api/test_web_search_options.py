@@ -51,6 +51,10 @@ async def test_the_openai_search_shape_is_answered(app_client: AppClient) -> Non
         ({"search_context_size": "huge"}, "web_search_options.search_context_size"),
         ({"user_location": {"type": "exact"}}, "web_search_options.user_location.type"),
         ({"colour": "blue"}, "web_search_options.colour"),
+        (
+            {"user_location": {"type": "approximate", "approximate": {"country": "Spain"}}},
+            "web_search_options.user_location.approximate.country",
+        ),
     ],
 )
 async def test_bad_options_are_400_naming_the_field(
@@ -62,3 +66,29 @@ async def test_bad_options_are_400_naming_the_field(
     )
     assert response.status_code == 400
     assert response.json()["error"]["param"] == param
+
+
+async def test_the_users_location_reaches_a_provider_that_takes_one(app_client: AppClient) -> None:
+    from mmsr_serve.search.base import SearchResults, TextHit
+    from mmsr_serve.search.location import location_of
+
+    class Localised:
+        name = "localised"
+        takes_location = True
+
+        def __init__(self) -> None:
+            self.seen: list[Any] = []
+
+        async def search_text(self, query: str, k: int) -> SearchResults:
+            self.seen.append(location_of(self))
+            return SearchResults([TextHit("Result", "https://r.example/1", "It says Spain.")], self.name)
+
+    tool = Localised()
+    turns = [f"{R}<text_search>who won</text_search>", f"{R}<answer>Spain</answer>"]
+    client = app_client(ScriptedBackend(turns * 2), tool)
+    where = {"type": "approximate", "approximate": {"country": "ES", "city": "Madrid"}}
+    body = {"messages": ASK, "web_search_options": {"user_location": where}}
+    assert (await client.post("/v1/chat/completions", json=body)).status_code == 200
+    assert (await client.post("/v1/chat/completions", json={"messages": ASK})).status_code == 200
+    located, plain = tool.seen
+    assert (located.country, located.city) == ("ES", "Madrid") and plain is None

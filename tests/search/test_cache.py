@@ -205,3 +205,32 @@ async def test_around_the_local_index(tmp_path: Path, local_index: LocalIndex) -
     first = await search.search_text("designed metres", 3)
     second = await search.search_text("Designed  Metres", 3)
     assert second.cached and second.hits == first.hits and second.provider == "local"
+
+
+async def test_a_localised_providers_answers_are_kept_per_country(tmp_path: Path) -> None:
+    from mmsr_serve.search.base import SearchResults, TextHit
+    from mmsr_serve.search.location import SearchLocation, location_of, search_location
+
+    class Localised:
+        name = "localised"
+        takes_location = True
+
+        def __init__(self) -> None:
+            self.calls: list[str | None] = []
+
+        async def search_text(self, query: str, k: int) -> SearchResults:
+            where = location_of(self)
+            self.calls.append(where.country if where else None)
+            return SearchResults([TextHit("t", f"https://x.example/{self.calls[-1]}", "s")], self.name)
+
+    class Everywhere(Localised):
+        name = "everywhere"
+        takes_location = False
+
+    for provider, expected in ((Localised(), ["FR", "US", None]), (Everywhere(), [None])):
+        tool = cached(provider, tmp_path / f"{provider.name}.sqlite")
+        for country in ("FR", "US", None, "FR"):
+            with search_location(SearchLocation(country=country) if country else None):
+                await tool.search_text("heron", 3)
+        assert provider.calls == expected  # one call per country for the one, one for all for the other
+        tool.close()

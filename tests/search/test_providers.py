@@ -23,6 +23,7 @@ from mmsr_serve.search._http import (
 from mmsr_serve.search.brave import BraveSearch
 from mmsr_serve.search.costs import Meter, ProviderCall
 from mmsr_serve.search.duckduckgo import DuckDuckGoSearch
+from mmsr_serve.search.location import SearchLocation, search_location
 from mmsr_serve.search.publish import ImagePublisher
 from mmsr_serve.search.searxng import SearxngSearch
 from mmsr_serve.search.serpapi import SerpApiGoogle, SerpApiLens
@@ -76,6 +77,18 @@ async def test_text_providers_read_their_documented_answers(name: str, standin: 
         "searxng": lambda: (seen.params["q"], seen.params["format"]) == ("glass heron", "json"),
     }[name]
     assert sent()
+
+
+@pytest.mark.parametrize(("name", "param", "value"), [("serpapi", "gl", "fr"), ("brave", "country", "FR")])
+async def test_the_users_country_localises_the_providers_that_take_one(
+    name: str, param: str, value: str, standin: StandIn
+) -> None:
+    provider = make(name, standin, Meter())
+    with search_location(SearchLocation(country="fr", city="Lyon")):
+        await provider.search_text("glass heron", 3)
+    await provider.search_text("glass heron", 3)  # outside a located request: no parameter
+    located, plain = standin.seen(name)
+    assert located.params[param] == value and param not in plain.params
 
 
 async def test_brave_strips_highlights_and_serpapi_no_results_is_empty(standin: StandIn) -> None:
