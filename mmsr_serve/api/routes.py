@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from mmsr_serve.agent.events import AgentResult
 from mmsr_serve.api import render
@@ -113,7 +113,7 @@ class _ChatRenderer:
 
     def json(self, run: RunInfo, results: list[AgentResult]) -> Response:
         response = _completion(self.id, run, results)
-        return JSONResponse(response.model_dump(mode="json"))
+        return Response(response.model_dump_json(), media_type="application/json")
 
     def sse(self, run: RunInfo, events: Events) -> AsyncIterator[dict[str, str]]:
         body = run.body
