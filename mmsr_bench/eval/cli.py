@@ -37,13 +37,20 @@ class Target:
     prompt_pack: Path | None = None
     device: str = "auto"
     temperature: float = 0.0
+    max_new_tokens: int | None = None
 
     async def runner(self, model: str | None) -> Runner:
         from mmsr_bench.eval.runners import ServerRunner
 
         if self.server is not None:
             name = model or await served_model(self.server, self.api_key)
-            return ServerRunner(self.server, name, api_key=self.api_key, temperature=self.temperature)
+            return ServerRunner(
+                self.server,
+                name,
+                api_key=self.api_key,
+                temperature=self.temperature,
+                max_new_tokens=self.max_new_tokens,
+            )
         if not model:
             raise ValueError("--model is required (a checkpoint for hf, a model name for openai)")
         return self._agent_runner(model)
@@ -63,6 +70,7 @@ class Target:
             device=self.device,
             index=self.index,
             prompt_pack=self.prompt_pack,
+            max_tokens=self.max_new_tokens,
         )
         engine = config.build_backend()
         tools = config.build_search()
@@ -175,6 +183,9 @@ def eval_command(
     limit: Annotated[int | None, Opt(help="At most this many questions per split.", min=1)] = None,
     concurrency: Annotated[int, Opt(help="Runs in flight at once.", min=1)] = 4,
     temperature: Annotated[float, Opt(help="Sampling temperature (0: greedy).")] = 0.0,
+    max_new_tokens: Annotated[
+        int | None, Opt(help="Tokens per model turn (default: the server's or the checkpoint's).", min=1)
+    ] = None,
     device: Annotated[str, Opt(help="hf only: cpu, cuda, cuda:N or auto.")] = "auto",
     prompt_pack: Annotated[Path | None, Opt(help="Prompt pack (default: the checkpoint's).")] = None,
     out: Annotated[
@@ -199,12 +210,14 @@ def eval_command(
         raise typer.BadParameter("no questions to evaluate")
     if server is None and index is None:
         typer.echo("warning: no --index, so the model gets no search tools", err=True)
-    target = Target(server, api_key, backend, backend_url, index, prompt_pack, device, temperature)
+    where = (server, api_key, backend, backend_url, index, prompt_pack, device)
+    target = Target(*where, temperature=temperature, max_new_tokens=max_new_tokens)
     chosen: dict[str, object] = {"backend": backend if server is None else None, "model": model}
     chosen |= {"index": index, "server": server, "mode": mode, "split": split, "limit": limit}
     chosen |= {"backend-url": backend_url if backend == "openai" and server is None else None}
     chosen |= {"device": None if device == "auto" else device, "prompt-pack": prompt_pack}
     chosen["temperature"] = temperature or None
+    chosen["max-new-tokens"] = max_new_tokens
     command = _command(questions, {k: v for k, v in chosen.items() if v})
     try:
         outcomes = asyncio.run(

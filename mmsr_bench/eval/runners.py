@@ -82,6 +82,7 @@ class ServerRunner:
         *,
         api_key: str | None = None,
         temperature: float = 0.0,
+        max_new_tokens: int | None = None,
         timeout_s: float = 600.0,
         http_client: Any = None,
     ) -> None:
@@ -97,6 +98,7 @@ class ServerRunner:
         self.model = model
         self.label = model
         self.temperature = temperature
+        self.max_new_tokens = max_new_tokens
 
     async def run(self, question: Question, mode: SearchMode) -> RunResult:
         content: list[dict[str, Any]] = [{"type": "text", "text": question.question}]
@@ -106,6 +108,7 @@ class ServerRunner:
             model=self.model,
             messages=[{"role": "user", "content": content}],  # type: ignore[list-item,misc]
             temperature=self.temperature,
+            max_tokens=self.max_new_tokens,  # per model turn; null: the server's
             extra_body={"search_mode": mode, "return_trace": True},
         )
         choice = completion.choices[0]

@@ -110,3 +110,16 @@ def test_the_command_evaluates_a_live_server(
 def test_the_command_explains_what_is_missing(question_files: list[Path], tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["eval", str(question_files[0]), "--index", str(tmp_path)])
     assert result.exit_code == 1 and "--model is required" in result.output
+
+
+async def test_max_new_tokens_caps_each_model_turn_through_the_server(questions: list[Question]) -> None:
+    from mmsr_serve.backends import ScriptedBackend
+
+    backend = ScriptedBackend(["<reason>r</reason><answer>A</answer>"] * 2)
+    server_app = create_app(Settings(model="mmsr-test"), backend=backend)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=server_app), base_url="http://mmsr.test")
+    capped = ServerRunner("http://mmsr.test/v1", "mmsr-test", http_client=client, max_new_tokens=7)
+    await capped.run(questions[0], "off")
+    await ServerRunner("http://mmsr.test/v1", "mmsr-test", http_client=client).run(questions[0], "off")
+    await client.aclose()
+    assert backend.requests[0].max_tokens == 7 and backend.requests[1].max_tokens != 7
