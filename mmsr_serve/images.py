@@ -162,9 +162,7 @@ def fit_pixels(image: Image.Image, max_pixels: int) -> Image.Image:
     w, h = image.size
     if w * h <= max_pixels:
         return image
-    scale = math.sqrt(max_pixels / (w * h))
-    size = (max(1, int(w * scale)), max(1, int(h * scale)))
-    return image.resize(size, Image.Resampling.BICUBIC)
+    return _scaled(image, max_pixels, Image.Resampling.BICUBIC)
 
 
 def decode_image(

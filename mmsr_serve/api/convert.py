@@ -103,7 +103,7 @@ def limits_for(req: ChatCompletionRequest, settings: Settings) -> Limits:
     return base.with_overrides(**overrides)
 
 
-def location_of(req: ChatCompletionRequest) -> SearchLocation | None:
+def user_location(req: ChatCompletionRequest) -> SearchLocation | None:
     """``web_search_options.user_location``, for the search providers that localise results."""
     options = req.web_search_options
     where = options.user_location.approximate if options and options.user_location else None

@@ -99,7 +99,7 @@ async def run_request(request: Request, body: ChatCompletionRequest, renderer: R
     handed_over = False
     ledger = CostLedger()  # the request's provider calls: the runs' tasks inherit it
     ledger_token = current_ledger.set(ledger)
-    location_token = current_location.set(convert.location_of(body))  # for providers that localise
+    location_token = current_location.set(convert.user_location(body))  # for providers that localise
     timeout_s = rt.settings.request_timeout_s
     deadline = asyncio.get_running_loop().time() + timeout_s
     try:

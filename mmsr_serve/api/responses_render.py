@@ -232,8 +232,9 @@ class _Stream:
 
     async def events(self, events: Events) -> AsyncIterator[dict[str, str]]:
         r, run = self.r, self.run
-        yield self._event("response.created", response=r.response(run, "in_progress", []))
-        yield self._event("response.in_progress", response=r.response(run, "in_progress", []))
+        started = r.response(run, "in_progress", [])
+        yield self._event("response.created", response=started)
+        yield self._event("response.in_progress", response=started)
         try:
             async with aclosing(events):
                 async for _, event in events:
@@ -357,8 +358,8 @@ class _Stream:
             message = {**self.open, "status": "incomplete", "content": [_output_text(self.text, result)]}
         if message is not None:
             content = message["content"][0]
-            if self.open is None:
-                out += self._answer(content["text"]) if content["text"] else self._answer("")
+            if self.open is None:  # an answer no delta carried: one delta with all of it
+                out += self._answer(content["text"])
             where = self._where()
             text = content["text"]
             out.append(self._event("response.output_text.done", **where, content_index=0, text=text))

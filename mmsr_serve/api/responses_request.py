@@ -29,17 +29,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from mmsr_serve.agent.protocol import SearchMode
 from mmsr_serve.api.schemas import (
-    MAX_MESSAGES,
-    MAX_PARTS,
     ChatCompletionRequest,
     StreamOptions,
     WebSearchOptions,
-    lone_surrogate,
+    not_too_many,
+    valid_unicode,
 )
 from mmsr_serve.errors import InvalidInputError
 
-WEB_SEARCH_TOOLS = frozenset({"web_search", "web_search_preview", "web_search_2025_08_26"})
-WEB_SEARCH_TOOLS |= {"web_search_preview_2025_03_11"}
+WEB_SEARCH_TOOLS = frozenset(
+    {"web_search", "web_search_preview", "web_search_2025_08_26", "web_search_preview_2025_03_11"}
+)
 # Items of an earlier response that a client may send back; the loop does not need them.
 SKIPPED_ITEMS = frozenset({"reasoning", "web_search_call"})
 REFUSED_INCLUDES = ("message.output_text.logprobs",)
@@ -92,23 +92,12 @@ class ResponsesRequest(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _not_too_many(cls, data: Any) -> Any:
-        items = data.get("input") if isinstance(data, dict) else None
-        if isinstance(items, list):  # before validating each item, as chat completions does
-            if len(items) > MAX_MESSAGES:
-                raise ValueError(f"input: {len(items)} items, more than the {MAX_MESSAGES} accepted")
-            parts = sum(
-                len(m["content"]) for m in items if isinstance(m, dict) and isinstance(m.get("content"), list)
-            )
-            if parts > MAX_PARTS:
-                raise ValueError(f"input: {parts} content parts, more than the {MAX_PARTS} accepted")
-        return data
+        return not_too_many(data, "input", "items")
 
     @model_validator(mode="before")
     @classmethod
     def _valid_unicode(cls, data: Any) -> Any:
-        if where := lone_surrogate(data, ""):
-            raise ValueError(f"{where} is not valid Unicode (a lone surrogate)")
-        return data
+        return valid_unicode(data)
 
     input: str | list[InputItem]
     model: str | None = None

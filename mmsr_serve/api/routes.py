@@ -36,9 +36,6 @@ router = APIRouter()
 READY_TIMEOUT_S = 5.0
 
 
-_runtime = runtime_of
-
-
 @router.get("/health")
 @router.head("/health", include_in_schema=False)  # load balancers probe with HEAD too
 async def health() -> dict[str, str]:
@@ -48,7 +45,7 @@ async def health() -> dict[str, str]:
 @router.get("/ready")
 @router.head("/ready", include_in_schema=False)
 async def ready(request: Request) -> dict[str, Any]:
-    rt = _runtime(request)
+    rt = runtime_of(request)
     # /ready needs no key (probes have none): its answers name no address or path; the log does.
     try:
         await asyncio.wait_for(rt.agent.backend.check_ready(), READY_TIMEOUT_S)
@@ -68,18 +65,18 @@ async def ready(request: Request) -> dict[str, Any]:
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
-    return Response(_runtime(request).metrics.exposition(), media_type=CONTENT_TYPE)
+    return Response(runtime_of(request).metrics.exposition(), media_type=CONTENT_TYPE)
 
 
 @router.get("/v1/models")
 async def list_models(request: Request) -> ModelList:
-    rt = _runtime(request)
+    rt = runtime_of(request)
     return ModelList(data=[ModelCard(id=rt.settings.model_id, created=rt.started)])
 
 
 @router.get("/v1/models/{model_id:path}")
 async def get_model(model_id: str, request: Request) -> ModelCard:
-    rt = _runtime(request)
+    rt = runtime_of(request)
     if model_id != rt.settings.model_id:
         raise NotFound(f"the model '{model_id}' does not exist", param="model")
     return ModelCard(id=model_id, created=rt.started)

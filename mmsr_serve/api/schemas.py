@@ -127,34 +127,43 @@ def lone_surrogate(value: Any, where: str) -> str | None:
     return None
 
 
+def not_too_many(data: Any, field: str, noun: str) -> Any:
+    """A request's raw JSON, refused (ValueError) when its ``field`` list holds more than
+    MAX_MESSAGES entries or MAX_PARTS content parts. Checked before validating each entry:
+    validating a million of them would hold the event loop for seconds. The server's own limit
+    (``max_messages``) is lower."""
+    entries = data.get(field) if isinstance(data, dict) else None
+    if isinstance(entries, list):
+        if len(entries) > MAX_MESSAGES:
+            raise ValueError(f"{field}: {len(entries)} {noun}, more than the {MAX_MESSAGES} accepted")
+        parts = sum(
+            len(m["content"]) for m in entries if isinstance(m, dict) and isinstance(m.get("content"), list)
+        )
+        if parts > MAX_PARTS:
+            raise ValueError(f"{field}: {parts} content parts, more than the {MAX_PARTS} accepted")
+    return data
+
+
+def valid_unicode(data: Any) -> Any:
+    """A request's raw JSON, refused when a string in it holds a lone surrogate; the message
+    names the field, never the value: an error body must render too."""
+    if where := lone_surrogate(data, ""):
+        raise ValueError(f"{where} is not valid Unicode (a lone surrogate)")
+    return data
+
+
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     @model_validator(mode="before")
     @classmethod
     def _not_too_many(cls, data: Any) -> Any:
-        # Checked on the raw JSON, before validating each message: validating a million of them
-        # would hold the event loop for seconds. The server's own limit (max_messages) is lower.
-        messages = data.get("messages") if isinstance(data, dict) else None
-        if isinstance(messages, list):
-            if len(messages) > MAX_MESSAGES:
-                raise ValueError(f"messages: {len(messages)} messages, more than the {MAX_MESSAGES} accepted")
-            parts = sum(
-                len(m["content"])
-                for m in messages
-                if isinstance(m, dict) and isinstance(m.get("content"), list)
-            )
-            if parts > MAX_PARTS:
-                raise ValueError(f"messages: {parts} content parts, more than the {MAX_PARTS} accepted")
-        return data
+        return not_too_many(data, "messages", "messages")
 
     @model_validator(mode="before")
     @classmethod
     def _valid_unicode(cls, data: Any) -> Any:
-        if where := lone_surrogate(data, ""):
-            # The message names the field, never the value: an error body must render too.
-            raise ValueError(f"{where} is not valid Unicode (a lone surrogate)")
-        return data
+        return valid_unicode(data)
 
     messages: list[RequestMessage] = Field(min_length=1)
     model: str | None = None

@@ -90,7 +90,7 @@ class _CachedBase:
     ) -> SearchResults:
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
-        where = location_of(self._provider)
+        where = location_of(self)  # takes_location: the wrapped provider's
         if where is not None and where.country:  # a localised answer is kept apart (and exported so)
             query = f"{query} [country={where.country.upper()}]"
         key = cache_key(self.name, kind, query, k)
