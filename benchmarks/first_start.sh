@@ -8,25 +8,24 @@ set -u
 dir=$(cd "${1:-$(dirname "$0")/..}" && pwd); port=${2:-8311}
 python=${PYTHON:-$dir/.venv/bin/python}
 cache=$(mktemp -d)
-cd $dir
-start=$(date +%s.%N)
-XDG_CACHE_HOME=$cache PYTHONPATH=$dir $python -m mmsr_serve.cli serve --port $port > "$cache.log" 2>&1 &
-pid=$!
-while true; do
-  if curl -s -o /dev/null -w "%{http_code}" 127.0.0.1:$port/ready 2>/dev/null | grep -q 200; then break; fi
-  if ! kill -0 $pid 2>/dev/null; then echo "the server exited:"; cat "$cache.log"; exit 1; fi
-  sleep 0.1
-done
-end=$(date +%s.%N)
-first=$($python -c "print(round($end - $start, 1))")
-kill $pid; wait $pid 2>/dev/null
-# second start, world present
-start=$(date +%s.%N)
-XDG_CACHE_HOME=$cache PYTHONPATH=$dir $python -m mmsr_serve.cli serve --port $port > "$cache.log" 2>&1 &
-pid=$!
-while ! curl -s -o /dev/null -w "%{http_code}" 127.0.0.1:$port/ready 2>/dev/null | grep -q 200; do sleep 0.1; done
-end=$(date +%s.%N)
-second=$($python -c "print(round($end - $start, 1))")
-kill $pid; wait $pid 2>/dev/null
-rm -rf $cache "$cache.log"
+cd "$dir"
+
+# Start the server, wait for /ready, stop it; print the seconds it took.
+time_to_ready() {
+  local start end pid
+  start=$(date +%s.%N)
+  XDG_CACHE_HOME=$cache PYTHONPATH=$dir $python -m mmsr_serve.cli serve --port "$port" > "$cache.log" 2>&1 &
+  pid=$!
+  until curl -s -o /dev/null -w "%{http_code}" "127.0.0.1:$port/ready" 2>/dev/null | grep -q 200; do
+    if ! kill -0 $pid 2>/dev/null; then echo "the server exited:" >&2; cat "$cache.log" >&2; exit 1; fi
+    sleep 0.1
+  done
+  end=$(date +%s.%N)
+  kill $pid; wait $pid 2>/dev/null
+  $python -c "print(round($end - $start, 1))"
+}
+
+first=$(time_to_ready) || exit 1
+second=$(time_to_ready) || exit 1  # the world is in place now
+rm -rf "$cache" "$cache.log"
 echo "$dir: first start ${first} s, second start ${second} s"

@@ -33,25 +33,29 @@ def train_file(tmp_path_factory: pytest.TempPathFactory, question_image: Image.I
     return folder / "train.jsonl"
 
 
+def tiny_run(tiny: Path, corpus: Path, train_data: Path, out: Path, **options: Any) -> GRPORunConfig:
+    """A run of the tiny checkpoint on CPU over the fixture corpus, two rollouts per prompt."""
+    paths = {"model": str(tiny), "train_data": str(train_data), "output_dir": str(out), "index": str(corpus)}
+    common: dict[str, Any] = {"num_generations": 2, "device": "cpu", "save_steps": 1000}
+    return GRPORunConfig.load(**paths, **common | options)
+
+
 @pytest.mark.slow
 def test_one_grpo_step_with_search_rollouts(
     tiny: Path, corpus: Path, train_file: Path, scripted_turns: list[str], tmp_path: Path
 ) -> None:
     import torch  # here, not at collection: importing it takes seconds and only this slow test needs it
 
-    config = GRPORunConfig.load(
-        model=str(tiny),
-        train_data=str(train_file),
-        output_dir=str(tmp_path / "out"),
-        index=str(corpus),
-        num_generations=2,
+    config = tiny_run(
+        tiny,
+        corpus,
+        train_file,
+        tmp_path / "out",
         max_steps=1,
         max_tokens=96,
         warmup_ratio=0.0,
         max_total_tokens=1500,
         learning_rate=1e-3,
-        device="cpu",
-        save_steps=1000,
     )
 
     def script_first(i: int, task: RolloutTask, generator: TokenGenerator) -> TokenGenerator:
@@ -112,20 +116,8 @@ def test_one_grpo_step_with_search_rollouts(
 
 
 def _run(tiny: Path, corpus: Path, train_file: Path, out: Path, seed: int) -> tuple[list[Any], list[Any]]:
-    config = GRPORunConfig.load(
-        model=str(tiny),
-        train_data=str(train_file),
-        output_dir=str(out),
-        index=str(corpus),
-        num_generations=2,
-        max_steps=5,
-        max_tokens=24,
-        max_total_tokens=400,
-        learning_rate=1e-3,
-        device="cpu",
-        save_steps=1000,
-        seed=seed,
-    )
+    limits = {"max_steps": 5, "max_tokens": 24, "max_total_tokens": 400}
+    config = tiny_run(tiny, corpus, train_file, out, **limits, learning_rate=1e-3, seed=seed)
     trainer = build_trainer(config)
     sampled: list[Any] = []
     generate = trainer._generate
@@ -162,18 +154,7 @@ def test_a_batch_of_only_text_questions_in_a_dataset_with_images(
     rows = [json.loads(train_file.read_text()), text_only_row]
     mixed = train_file.parent / "mixed.jsonl"
     mixed.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    config = GRPORunConfig.load(
-        model=str(tiny),
-        train_data=str(mixed),
-        output_dir=str(tmp_path / "out"),
-        index=str(corpus),
-        num_generations=2,
-        max_steps=4,
-        max_tokens=16,
-        max_total_tokens=300,
-        device="cpu",
-        save_steps=1000,
-    )
+    config = tiny_run(tiny, corpus, mixed, tmp_path / "out", max_steps=4, max_tokens=16, max_total_tokens=300)
     trainer = build_trainer(config)
     text_only: list[bool] = []
     generate = trainer._generate
@@ -197,8 +178,7 @@ def test_a_bf16_run_keeps_float32_master_weights(
 
     from mmsr_train.grpo import load_policy
 
-    common = {"model": str(tiny), "train_data": str(train_file), "output_dir": str(tmp_path / "o")}
-    config = GRPORunConfig.load(**common, index=str(corpus), num_generations=2, device="cpu", bf16=True)
+    config = tiny_run(tiny, corpus, train_file, tmp_path / "o", bf16=True)
     trainer = build_trainer(config)
     assert trainer.args.bf16  # computed in bfloat16 (autocast) ...
     assert {p.dtype for p in trainer.model.parameters()} == {torch.float32}  # ... weights in float32
@@ -262,18 +242,16 @@ def test_evaluation_samples_the_held_out_set_and_decodes_greedily(
 
     held = tmp_path / "held.jsonl"
     held.write_text("".join(json.dumps({"question": f"Q{i}?", "answers": ["x"]}) + "\n" for i in range(5)))
-    config = GRPORunConfig.load(
-        model=str(tiny),
-        train_data=str(train_file),
+    config = tiny_run(
+        tiny,
+        corpus,
+        train_file,
+        tmp_path / "out",
         eval_data=str(held),
         eval_max_samples=2,
         eval_greedy=True,
-        output_dir=str(tmp_path / "out"),
-        index=str(corpus),
-        num_generations=2,
         max_tokens=8,
         max_total_tokens=200,
-        device="cpu",
     )
     temperatures: list[float | None] = []
 
