@@ -135,8 +135,16 @@ class SearchCache:
         return SearchResults([_hit_from_json(h) for h in value["hits"]], value["provider"], cached=True)
 
     def put(self, provider: str, kind: str, query: str, k: int, results: SearchResults) -> None:
-        value = {"provider": results.provider, "hits": [_hit_to_json(h) for h in results.hits]}
-        self._put([(provider, kind, query, k, len(results.hits), time.time(), json.dumps(value))])
+        self.put_many(provider, [(kind, query, k, results)])
+
+    def put_many(self, provider: str, entries: list[tuple[str, str, int, SearchResults]]) -> None:
+        """Record several results of one provider in one transaction (all or none)."""
+        now = time.time()
+        rows: list[_Row] = []
+        for kind, query, k, results in entries:
+            value = {"provider": results.provider, "hits": [_hit_to_json(h) for h in results.hits]}
+            rows.append((provider, kind, query, k, len(results.hits), now, json.dumps(value)))
+        self._put(rows)
 
     def _put(self, rows: list[_Row]) -> None:
         keyed = [(cache_key(*row[:4]), *row) for row in rows]
