@@ -28,7 +28,7 @@ from mmsr_serve.agent.parser import STOP_STRINGS
 from mmsr_serve.errors import ConfigError
 from mmsr_train.config import GRPORunConfig
 from mmsr_train.reward import MatchMode, RewardCompat, score_trajectory
-from mmsr_train.rollout import RolloutEnv, Wrap
+from mmsr_train.rollout import IMAGE_BYTES, RolloutEnv, Wrap
 from mmsr_train.schedules import lr_lambda
 
 RewardFunc = Callable[..., list[float]]
@@ -70,7 +70,11 @@ def make_reward_func(
 
 
 def to_trl_dataset(samples: Sequence[Sample]) -> Any:
-    """A ``datasets.Dataset`` in TRL's conversational VLM layout (``prompt`` + ``image`` columns)."""
+    """A ``datasets.Dataset`` in TRL's conversational VLM layout (``prompt`` + ``image`` columns).
+
+    The ``image_bytes`` column keeps each image's file bytes: the rollouts load the image from
+    them as the server loads a user's upload (same decoding and orientation, and the same sha256,
+    which keys image searches in the cache), not from the PIL image TRL decodes for the prompt."""
     from datasets import Dataset, Features, Image, List, Value
 
     with_images = any(s.image is not None for s in samples)
@@ -85,6 +89,7 @@ def to_trl_dataset(samples: Sequence[Sample]) -> Any:
         }
         if with_images:
             row["image"] = _image_cell(s)
+            row[IMAGE_BYTES] = s.image_bytes()
         rows.append(row)
     features: dict[str, Any] = {
         "prompt": List({"role": Value("string"), "content": Value("string")}),
@@ -95,6 +100,7 @@ def to_trl_dataset(samples: Sequence[Sample]) -> Any:
     }
     if with_images:
         features["image"] = Image()
+        features[IMAGE_BYTES] = Value("binary")
     return Dataset.from_list(rows, features=Features(features))
 
 

@@ -28,6 +28,8 @@ from mmsr_train.generators import BatchTokenGenerator, RoundBatcher
 from mmsr_train.policy import PolicyBackend, TokenGenerator, TokenTrace, trajectory_seed
 
 T = TypeVar("T")
+IMAGE_BYTES = "image_bytes"
+"""The training dataset's column of each question's image file bytes (what a rollout loads)."""
 TRAINING_LIMITS = Limits(recover=False)
 """The paper's training limits: 3 turns, searches 1 image / 2 text, 2048 tokens a turn, 8192 in all."""
 

@@ -34,7 +34,7 @@ from trl.models.utils import unwrap_model_for_generation
 from mmsr_train.checkpoint import save_serving_files
 from mmsr_train.generators import HFGenerator, VLLMGenerator
 from mmsr_train.policy import TokenGenerator, trajectory_seed
-from mmsr_train.rollout import Rollout, RolloutEnv, RolloutTask, Wrap, run_rollouts, run_sync
+from mmsr_train.rollout import IMAGE_BYTES, Rollout, RolloutEnv, RolloutTask, Wrap, run_rollouts, run_sync
 
 
 def _search_environment() -> None:
@@ -86,6 +86,7 @@ class SearchGRPOTrainer(GRPOTrainer):
         self.tools = [_search_environment]
         self.last_rollouts: list[Rollout] = []
         self._generate_calls = 0
+        self._image_bytes: list[bytes | None] = []
 
     def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
         """The run's own schedule (``lr_lambda``: a factor on the peak rate per step) when it has one,
@@ -108,12 +109,22 @@ class SearchGRPOTrainer(GRPOTrainer):
         # to the processor, which fails on None. Without the column TRL sees a text-only batch.
         if inputs and "image" in inputs[0] and all(example.get("image") is None for example in inputs):
             inputs = [{k: v for k, v in example.items() if k != "image"} for example in inputs]
-        return super()._generate_and_score_completions(inputs)
+        # _generate sees only the prompts (same order): hand it each row's image file bytes
+        self._image_bytes = [example.get(IMAGE_BYTES) for example in inputs]
+        try:
+            return super()._generate_and_score_completions(inputs)
+        finally:
+            self._image_bytes = []
 
     def _generate(self, prompts: list[Any]) -> tuple[Any, ...]:
         model: Any = self.model
         mode = "train" if model.training else "eval"
         tasks = [task_of(p) for p in prompts]
+        if len(self._image_bytes) == len(tasks):  # the files' bytes, loaded as the server loads them
+            tasks = [
+                dataclasses.replace(t, image=data) if data is not None and t.image is not None else t
+                for t, data in zip(tasks, self._image_bytes, strict=True)
+            ]
         # Each trajectory samples from its own seed (the run's seed, this process, this call, its
         # index): concurrent trajectories would otherwise draw from the one global generator in
         # whatever order they reach it, and two runs with one seed would differ.

@@ -58,7 +58,10 @@ def test_one_grpo_step_with_search_rollouts(
         learning_rate=1e-3,
     )
 
+    tasks: list[RolloutTask] = []
+
     def script_first(i: int, task: RolloutTask, generator: TokenGenerator) -> TokenGenerator:
+        tasks.append(task)
         return (
             TeacherGenerator(trainer.processing_class.tokenizer, scripted_turns, generator)
             if i == 0
@@ -86,6 +89,8 @@ def test_one_grpo_step_with_search_rollouts(
     trainer.train()
 
     rollouts = trainer.last_rollouts
+    # the rollouts load the image file's own bytes (as the server does: same sha256 cache key)
+    assert tasks and all(t.image == (train_file.parent / "q.png").read_bytes() for t in tasks)
     assert [t.action for t in rollouts[0].result.turns] == ["image_search", "text_search", "answer"]
     assert rollouts[0].result.answer and rollouts[1].result.turns
     # env_mask covers exactly the sampled tokens, and reaches the loss as tool_mask
