@@ -404,6 +404,11 @@ def _summary(summary: Any) -> None:
     parts = [f"{k}={summary.logs[k]:.4g}" for k in shown if isinstance(summary.logs.get(k), int | float)]
     if parts:
         typer.echo("last step: " + ", ".join(parts))
+    if summary.final_eval:
+        from mmsr_bench.eval.report import headline_table
+
+        typer.echo(f"held-out questions after training ({summary.output_dir}/final_eval/report.md):")
+        typer.echo(headline_table(summary.final_eval))
 
 
 def _quiet_experimental() -> None:

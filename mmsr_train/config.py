@@ -26,10 +26,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from mmsr_serve.agent.limits import Limits
 from mmsr_serve.agent.prompts import checkpoint_pack
+from mmsr_serve.agent.protocol import SearchMode
 from mmsr_serve.config import OLD_NAMES, AgentConfig, checkpoint_protocol, read_config_file
 from mmsr_serve.errors import ConfigError, InvalidInputError
 
@@ -49,6 +50,14 @@ class GRPORunConfig:
     FVQA-test's 1,800 x 4 rollouts every 50 steps would cost more trajectories than training."""
     eval_greedy: bool = False
     """Evaluation rollouts decode greedily (in-process generation; vLLM keeps the run's sampling)."""
+    eval_on_start: bool = True
+    """Evaluate once before the first step (the baseline every later evaluation compares with)."""
+    final_eval_modes: list[str] = field(default_factory=lambda: ["off", "always", "auto"])
+    """After training, the held-out questions in these search modes: the paper's table, written
+    to ``output_dir/final_eval/`` (:mod:`mmsr_train.final_eval`). Empty: none."""
+    log_trajectories: bool = False
+    """TRL's completions table every logging step, with the trajectory's turns, searches and reward
+    parts as columns: printed, written to ``output_dir/completions/``, logged to wandb/trackio."""
     agent: AgentConfig = field(default_factory=lambda: AgentConfig())
     """The rollouts' search tools, limits and prompt pack: the serving configuration
     (:class:`~mmsr_serve.config.AgentConfig`), whose fields a run config file and the flags give at
@@ -103,6 +112,13 @@ class GRPORunConfig:
     the fields above set. An ``lr_scheduler_type`` replaces ``lr_schedule``."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.final_eval_modes, str):  # a flag: --final-eval-modes off,auto (or none)
+            words = [m.strip() for m in self.final_eval_modes.split(",") if m.strip()]
+            self.final_eval_modes = [] if words == ["none"] else words
+        # YAML 1.1 reads an unquoted off as false: [off, always, auto] -> [False, 'always', 'auto']
+        self.final_eval_modes = ["off" if m is False else m for m in self.final_eval_modes]
+        if wrong := [m for m in self.final_eval_modes if m not in get_args(SearchMode)]:
+            raise ConfigError(f"final_eval_modes: {wrong} are not search modes (off, always, auto)")
         if self.num_generations < 2:
             raise ConfigError("num_generations must be at least 2 (GRPO compares rollouts of one prompt)")
         if self.eval_max_samples is not None and self.eval_max_samples < 1:

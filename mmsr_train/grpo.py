@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +48,25 @@ def make_reward_func(
         ground_truth: Sequence[str],
         candidate_answers: Sequence[Sequence[str] | None],
         log_metric: Callable[[str, float], None] | None = None,
+        log_extra: Callable[[str, list[Any]], None] | None = None,
         data_source: Sequence[str] | None = None,
+        searches: Sequence[str] | None = None,
+        finish_reason: Sequence[str] | None = None,
         **_: Any,
     ) -> list[float]:
         parts = [
             score_trajectory(t, g, c or (), mode, search_penalty, format_weight, per_search_penalty, compat)
             for t, g, c in zip(turns, ground_truth, candidate_answers, strict=True)
         ]
+        if log_extra is not None:  # columns of TRL's completions table (log_trajectories)
+            log_extra("ground_truth", list(ground_truth))
+            log_extra("answer", [p.answer or "" for p in parts])
+            log_extra("turns", [len(t) for t in turns])
+            log_extra("searches", list(searches or [""] * len(parts)))
+            log_extra("finish_reason", list(finish_reason or [""] * len(parts)))
+            log_extra("accuracy", [p.accuracy for p in parts])
+            log_extra("format", [p.format for p in parts])
+            log_extra("search_penalty", [p.penalty for p in parts])
         if log_metric is not None and parts:
             log_metric("reward/accuracy", sum(p.accuracy for p in parts) / len(parts))
             log_metric("reward/format", sum(p.format for p in parts) / len(parts))
@@ -158,6 +170,9 @@ def grpo_args(config: GRPORunConfig, *, has_eval: bool) -> Any:
         else None,
         eval_strategy="steps" if has_eval else "no",
         eval_steps=config.eval_steps,
+        eval_on_start=has_eval and config.eval_on_start,
+        log_completions=config.log_trajectories,
+        num_completions_to_print=4 if config.log_trajectories else None,
         per_device_eval_batch_size=batch,
         save_strategy="steps",
         save_steps=config.save_steps,
@@ -177,6 +192,9 @@ class TrainSummary:
     steps: int
     logs: dict[str, float]
     """The last logged training metrics."""
+    final_eval: list[Any] = field(default_factory=list)
+    """The table of the held-out questions in each search mode after training
+    (:class:`mmsr_bench.eval.report.Row`s; empty without held-out questions)."""
 
 
 def load_policy(path: str, bf16_weights: bool = False) -> tuple[Any, Any]:
@@ -229,6 +247,7 @@ def build_trainer(config: GRPORunConfig, *, wrap: Wrap | None = None, callbacks:
         env=env,
         wrap=wrap,
         eval_greedy=config.eval_greedy,
+        held_out=held,
         lr_lambda=None
         if "lr_scheduler_type" in config.trl_args  # TRL's own named schedule, asked for by name
         else lr_lambda(config.lr_schedule, midpoint=config.lr_decay_midpoint, floor=config.lr_decay_floor),
@@ -244,10 +263,11 @@ def train_grpo(
 ) -> TrainSummary:
     """Train, save the final checkpoint to ``config.output_dir`` and return a summary.
 
-    The run's configuration is written to ``output_dir/mmsr_run_config.json`` before the first
-    step (a run that dies still says how it was started). ``resume_from_checkpoint``: a
-    ``checkpoint-N`` folder, or True for the latest one in ``output_dir`` (TRL's resume: model,
-    optimiser, schedule, RNG and data order)."""
+    With held-out questions, the final checkpoint is then evaluated in ``final_eval_modes``
+    (:mod:`mmsr_train.final_eval`). The run's configuration is written to
+    ``output_dir/mmsr_run_config.json`` before the first step (a run that dies still says how it
+    was started). ``resume_from_checkpoint``: a ``checkpoint-N`` folder, or True for the latest
+    one in ``output_dir`` (TRL's resume: model, optimiser, schedule, RNG and data order)."""
     import json
 
     out = Path(config.output_dir)
@@ -257,4 +277,10 @@ def train_grpo(
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     trainer.save_model(config.output_dir)
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
-    return TrainSummary(out, trainer.state.global_step, dict(logs[-1]) if logs else {})
+    rows: list[Any] = []
+    if trainer.held_out and config.final_eval_modes:
+        from mmsr_train.final_eval import run_final_eval
+
+        greedy, modes = config.eval_greedy, config.final_eval_modes
+        rows = run_final_eval(trainer, trainer.held_out, modes, out, match=config.reward_mode, greedy=greedy)
+    return TrainSummary(out, trainer.state.global_step, dict(logs[-1]) if logs else {}, rows)

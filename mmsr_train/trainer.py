@@ -16,14 +16,14 @@ messages. This subclass overrides ``GRPOTrainer._generate`` instead:
    ``_generate_and_score_completions`` down the branch that feeds every image to the forward pass
    (``self.tools`` is set to a marker so that branch is taken; it is never called).
 
-The rollouts' extra fields (``turns``, ``finish_reason``, ``search_calls``) reach the reward
-functions. Every saved checkpoint gets the prompt pack next to its weights and processor.
+The rollouts' extra fields (``turns``, ``finish_reason``, ``search_calls``, ``searches``) reach
+the reward functions. Every saved checkpoint gets the prompt pack next to its weights and processor.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -31,6 +31,7 @@ import torch
 from trl import GRPOTrainer
 from trl.models.utils import unwrap_model_for_generation
 
+from mmsr_bench.data import Sample
 from mmsr_train.checkpoint import save_serving_files
 from mmsr_train.generators import HFGenerator, VLLMGenerator
 from mmsr_train.policy import TokenGenerator, trajectory_seed
@@ -54,6 +55,14 @@ def task_of(prompt: list[dict[str, Any]]) -> RolloutTask:
     return RolloutTask(text.strip(), images[0] if images else None)
 
 
+def searches_of(rollout: Rollout) -> str:
+    """A trajectory's searches in one line, for the completions table: ``image | text: query``."""
+    shown = [s.kind if s.query is None else f"{s.kind}: {s.query}" for s in rollout.result.searches]
+    return " | ".join(
+        f"{s} (failed)" if r.error else s for s, r in zip(shown, rollout.result.searches, strict=True)
+    )
+
+
 class SearchGRPOTrainer(GRPOTrainer):
     """GRPO on rollouts of the search agent (see the module docstring).
 
@@ -68,12 +77,14 @@ class SearchGRPOTrainer(GRPOTrainer):
         wrap: Wrap | None = None,
         lr_lambda: Callable[[int], float] | None = None,
         eval_greedy: bool = False,
+        held_out: Sequence[Sample] = (),
         **kwargs: Any,
     ) -> None:
         if kwargs.get("tools") or kwargs.get("rollout_func") or kwargs.get("environment_factory"):
             raise ValueError("SearchGRPOTrainer runs its own rollouts: no tools, rollout_func or environment")
         self._lr_lambda = lr_lambda
         self._eval_greedy = eval_greedy
+        self.held_out = list(held_out)  # the eval dataset's samples, for the end-of-run table
         super().__init__(*args, **kwargs)
         limit = self.grpo_args.max_completion_length
         if limit is not None and env.limits.max_total_tokens > limit:
@@ -125,18 +136,7 @@ class SearchGRPOTrainer(GRPOTrainer):
                 dataclasses.replace(t, image=data) if data is not None and t.image is not None else t
                 for t, data in zip(tasks, self._image_bytes, strict=True)
             ]
-        # Each trajectory samples from its own seed (the run's seed, this process, this call, its
-        # index): concurrent trajectories would otherwise draw from the one global generator in
-        # whatever order they reach it, and two runs with one seed would differ.
-        seed = trajectory_seed(self.args.seed, self.accelerator.process_index, self._generate_calls)
-        self._generate_calls += 1
-        env = self.env
-        if mode == "eval" and self._eval_greedy:
-            env = dataclasses.replace(env, sampling=dataclasses.replace(env.sampling, temperature=0.0))
-        with self._generator() as generator:
-            rollouts = run_sync(
-                lambda: run_rollouts(tasks, generator, self.processing_class, env, wrap=self.wrap, seed=seed)
-            )
+        rollouts = self.rollout(tasks, greedy=mode == "eval" and self._eval_greedy)
         self.last_rollouts = rollouts
         traces = [r.trace for r in rollouts]
         images = [t.images or None for t in traces]
@@ -148,6 +148,7 @@ class SearchGRPOTrainer(GRPOTrainer):
             "turns": [r.turns for r in rollouts],
             "finish_reason": [r.result.finish_reason for r in rollouts],
             "search_calls": [r.result.search_calls for r in rollouts],
+            "searches": [searches_of(r) for r in rollouts],
         }
         self._log_rollouts(mode, rollouts)
         return (
@@ -160,6 +161,23 @@ class SearchGRPOTrainer(GRPOTrainer):
             images if has_images else None,
             [list(t.images) for t in traces],
         )
+
+    def rollout(self, tasks: list[RolloutTask], *, greedy: bool = False) -> list[Rollout]:
+        """Run ``tasks`` through the agent loop with the policy as it is now (in-process or vLLM).
+
+        Every process must call it alike (vLLM's batch sizes are agreed across processes)."""
+        # Each trajectory samples from its own seed (the run's seed, this process, this call, its
+        # index): concurrent trajectories would otherwise draw from the one global generator in
+        # whatever order they reach it, and two runs with one seed would differ.
+        seed = trajectory_seed(self.args.seed, self.accelerator.process_index, self._generate_calls)
+        self._generate_calls += 1
+        env = self.env
+        if greedy:
+            env = dataclasses.replace(env, sampling=dataclasses.replace(env.sampling, temperature=0.0))
+        with self._generator() as generator:
+            return run_sync(
+                lambda: run_rollouts(tasks, generator, self.processing_class, env, wrap=self.wrap, seed=seed)
+            )
 
     @contextmanager
     def _generator(self) -> Iterator[Any]:

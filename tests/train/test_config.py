@@ -46,6 +46,10 @@ def test_file_then_flags(tmp_path: Path) -> None:
         ("model: m\ntrain_data: t\noutput_dir: o\nnum_generations: 1\n", "at least 2"),
         ("model: m\ntrain_data: t\noutput_dir: o\nmax_turns: 0\n", "max_turns"),
         ("- a list\n", "must hold a mapping"),
+        (
+            "model: m\ntrain_data: t\noutput_dir: o\nfinal_eval_modes: [off, rag]\n",
+            "\\['rag'\\] are not search modes",
+        ),
     ],
 )
 def test_bad_configs(tmp_path: Path, text: str, message: str) -> None:
@@ -117,3 +121,28 @@ def test_training_on_from_a_checkpoint_keeps_its_recorded_pack_and_limits(tmp_pa
     )
     assert chosen.agent.prompt_pack == mine and chosen.agent.max_turns == 3  # what the run says wins
     assert GRPORunConfig.load(model="org/hub-name", train_data="t", output_dir="o").agent.prompt_pack is None
+
+
+def test_the_end_of_run_table_and_trajectory_logging_options() -> None:
+    config = GRPORunConfig.load(model="m", train_data="t", output_dir="o", device="cpu")
+    assert config.final_eval_modes == ["off", "always", "auto"] and config.eval_on_start
+    args = grpo_args(config, has_eval=True)
+    assert args.eval_on_start and not args.log_completions
+    assert not grpo_args(config, has_eval=False).eval_on_start  # nothing to evaluate
+    flags = GRPORunConfig.load(
+        model="m", train_data="t", output_dir="o", final_eval_modes="auto, off", log_trajectories=True
+    )
+    assert flags.final_eval_modes == ["auto", "off"]
+    assert grpo_args(flags, has_eval=False).log_completions
+    assert (
+        GRPORunConfig.load(
+            model="m", train_data="t", output_dir="o", final_eval_modes="none"
+        ).final_eval_modes
+        == []
+    )
+
+
+def test_yaml_reads_an_unquoted_off_as_the_mode(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("model: m\ntrain_data: t\noutput_dir: o\nfinal_eval_modes: [off, auto]\n")
+    assert GRPORunConfig.load(path).final_eval_modes == ["off", "auto"]

@@ -272,3 +272,53 @@ def test_evaluation_samples_the_held_out_set_and_decodes_greedily(
     assert len(trainer.eval_dataset) == 2  # a seeded sample of the 5 held-out questions
     trainer.evaluate()
     assert temperatures and set(temperatures) == {0.0}
+
+
+@pytest.mark.slow
+def test_a_run_evaluates_before_it_starts_and_ends_with_the_three_mode_table(
+    tiny: Path, corpus: Path, train_file: Path, tmp_path: Path
+) -> None:
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+    from transformers import TrainerCallback
+
+    from mmsr_train.grpo import train_grpo
+
+    held = train_file.parent / "held.jsonl"
+    rows = [{"image": "q.png", "question": f"Who designed this, {i}?", "answers": ["x"]} for i in range(3)]
+    held.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    limits = {"max_steps": 1, "max_tokens": 12, "max_total_tokens": 300, "eval_steps": 100}
+    config = tiny_run(tiny, corpus, train_file, out, eval_data=str(held), log_trajectories=True, **limits)
+    logged: list[dict[str, Any]] = []
+
+    class Record(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            logged.append({**(logs or {}), "step": state.global_step})
+
+    summary = train_grpo(config, callbacks=[Record()])
+
+    assert any(e["step"] == 0 and "eval_reward" in e for e in logged)  # the baseline, before step 1
+    overall = {r.mode: r for r in summary.final_eval if r.split == "all"}
+    assert set(overall) == {"off", "always", "auto"} and all(r.n == 3 for r in overall.values())
+    assert overall["off"].searches_per_question == 0  # off: no search tools
+    assert overall["always"].image_searches_per_question == 1  # always: the image is searched first
+    report = (out / "final_eval" / "report.md").read_text()
+    assert "off (no search)" in report and "always (RAG workflow)" in report and "auto (on demand)" in report
+    outcomes = [json.loads(line) for line in (out / "final_eval" / "outcomes.jsonl").read_text().splitlines()]
+    assert len(outcomes) == 9 and {o["question_id"] for o in outcomes} == {f"held-{i}" for i in (1, 2, 3)}
+    final = next(logs for logs in logged if "final_eval/auto/accuracy" in logs)
+    assert final["final_eval/off/search_ratio"] == 0 and final["final_eval/always/search_ratio"] == 1
+    # the trajectory table: TRL's completions log with the rollout's columns
+    table = pq.read_table(out / "completions" / "completions_00001.parquet").to_pylist()
+    assert len(table) == 2
+    for column in (
+        "ground_truth",
+        "answer",
+        "turns",
+        "searches",
+        "finish_reason",
+        "accuracy",
+        "search_penalty",
+    ):
+        assert column in table[0], column
+    assert all(isinstance(row["turns"], int) and row["turns"] >= 1 for row in table)
