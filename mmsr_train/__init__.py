@@ -12,7 +12,6 @@ Modules, in the order a run uses them::
     grpo        GRPORunConfig -> train_grpo: the whole GRPO run
     sft         train_sft: SFT warm start on protocol trajectories
     checkpoint  PACK_FILE, save_checkpoint: checkpoints that ``mmsr serve`` loads
-    judge       LLMJudge: LLM-as-judge accuracy for evaluation
     cli         ``mmsr train ...``
 
 Exceptions (besides :mod:`mmsr_serve.errors`, whose ``MMSRError`` they derive from)::

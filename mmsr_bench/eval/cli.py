@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 
 if TYPE_CHECKING:
-    from mmsr_bench.eval.evaluate import Outcome
+    from mmsr_bench.eval.evaluate import Judge, Outcome
     from mmsr_bench.eval.runners import Runner
     from mmsr_bench.world.questions import Question
 
@@ -122,6 +122,7 @@ async def run_evaluation(
     *,
     concurrency: int = 4,
     progress: bool = True,
+    judge: Judge | None = None,
 ) -> list[Outcome]:
     """Evaluate each model in turn (one runner at a time, closed after its runs)."""
     from mmsr_bench.eval.evaluate import evaluate
@@ -130,13 +131,17 @@ async def run_evaluation(
     for model in models or [None]:
         runner = await target.runner(model)
         try:
-            outcomes += await evaluate(runner, questions, modes, concurrency=concurrency, progress=progress)
+            outcomes += await evaluate(
+                runner, questions, modes, concurrency=concurrency, progress=progress, judge=judge
+            )
         finally:
             await runner.aclose()
     return outcomes
 
 
-def write_results(out: Path, outcomes: Sequence[Outcome], *, command: str = "", title: str = "") -> str:
+def write_results(
+    out: Path, outcomes: Sequence[Outcome], *, command: str = "", title: str = "", judge: str | None = None
+) -> str:
     """outcomes.jsonl, summary.json, report.md and plot.png under ``out``; returns the report.
 
     Without matplotlib (the ``eval`` extra) the plot is skipped with a warning on stderr.
@@ -148,7 +153,7 @@ def write_results(out: Path, outcomes: Sequence[Outcome], *, command: str = "", 
         f.writelines(json.dumps(o.to_json(), ensure_ascii=False) + "\n" for o in outcomes)
     rows = summarize(outcomes)
     (out / "summary.json").write_text(json.dumps([r.to_json() for r in rows], indent=1) + "\n")
-    report = markdown_report(rows, command=command or None)
+    report = markdown_report(rows, command=command or None, judge=judge)
     (out / "report.md").write_text(report, encoding="utf-8")
     if importlib.util.find_spec("matplotlib") is None:
         typer.echo("plot skipped: matplotlib is not installed (pip install 'mmsr[eval]')", err=True)
@@ -193,11 +198,18 @@ def eval_command(
     ] = DEFAULT_OUT,
     title: Annotated[str, Opt(help="Plot title.")] = "",
     progress: Annotated[bool, Opt(help="Show a progress bar.")] = True,
+    judge_model: Annotated[
+        str | None, Opt(help="Also grade answers with this LLM judge (the paper's accuracy).")
+    ] = None,
+    judge_url: Annotated[str | None, Opt(help="The judge's OpenAI-compatible /v1 URL.")] = None,
+    judge_api_key: Annotated[
+        str | None, Opt(help="Key for --judge-url.", envvar="MMSR_JUDGE_API_KEY")
+    ] = None,
 ) -> None:
     """Evaluate question sets in the search modes off, always and auto: the paper's table.
 
-    Reports EM accuracy, search ratio, searches and turns per question for every split, as
-    markdown (printed, and in OUT/report.md) and a plot (OUT/plot.png).
+    Reports EM accuracy (and the judge's, with --judge-model), search ratio, searches and turns
+    per question for every split, as markdown (printed, and in OUT/report.md) and a plot (OUT/plot.png).
     """
     from mmsr_bench.eval.evaluate import MODES, EvaluationFailed
     from mmsr_serve.errors import MMSRError
@@ -210,6 +222,13 @@ def eval_command(
         raise typer.BadParameter("no questions to evaluate")
     if server is None and index is None:
         typer.echo("warning: no --index, so the model gets no search tools", err=True)
+    if (judge_model is None) != (judge_url is None):
+        raise typer.BadParameter("--judge-model and --judge-url go together")
+    judge = None
+    if judge_model is not None:
+        from mmsr_bench.judge import LLMJudge
+
+        judge = LLMJudge(judge_model, judge_url, judge_api_key)
     where = (server, api_key, backend, backend_url, index, prompt_pack, device)
     target = Target(*where, temperature=temperature, max_new_tokens=max_new_tokens)
     chosen: dict[str, object] = {"backend": backend if server is None else None, "model": model}
@@ -218,15 +237,22 @@ def eval_command(
     chosen |= {"device": None if device == "auto" else device, "prompt-pack": prompt_pack}
     chosen["temperature"] = temperature or None
     chosen["max-new-tokens"] = max_new_tokens
+    chosen |= {"judge-model": judge_model, "judge-url": judge_url}
     command = _command(questions, {k: v for k, v in chosen.items() if v})
     try:
         outcomes = asyncio.run(
             run_evaluation(
-                target, model or [], items, mode or list(MODES), concurrency=concurrency, progress=progress
+                target,
+                model or [],
+                items,
+                mode or list(MODES),
+                concurrency=concurrency,
+                progress=progress,
+                judge=judge,
             )
         )
     except (EvaluationFailed, MMSRError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
-    typer.echo(write_results(out, outcomes, command=command, title=title))
+    typer.echo(write_results(out, outcomes, command=command, title=title, judge=judge_model))
     typer.echo(f"results written to {out}/")

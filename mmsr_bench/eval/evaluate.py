@@ -1,9 +1,10 @@
 """Running question sets through a runner in every search mode, with bounded concurrency.
 
-Every (question, mode) pair becomes one :class:`Outcome`. At most ``concurrency`` runs are in
-flight at once; a progress bar counts them. A run that fails the way a service fails (an
-:class:`~mmsr_serve.errors.MMSRError` such as a backend error or an unreadable image, an openai
-API error, a missing file) is recorded as a wrong answer with its error, so one failure never
+Every (question, mode) pair becomes one :class:`Outcome`, graded by exact match and, with a judge,
+by the judge too (a judge that fails on one answer leaves that answer to exact match). At most
+``concurrency`` runs are in flight at once; a progress bar counts them. A run that fails the way a
+service fails (an :class:`~mmsr_serve.errors.MMSRError` such as a backend error or an unreadable
+image, an openai API error, a missing file) is recorded as a wrong answer with its error, so one failure never
 loses the rest of an evaluation; :class:`EvaluationFailed` is raised when every run failed, which
 means the set-up is broken. Any other exception is a bug and propagates.
 """
@@ -14,7 +15,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, get_args
+from typing import Any, Protocol, get_args
 
 from openai import OpenAIError
 from tqdm import tqdm  # type: ignore[import-untyped]
@@ -44,6 +45,15 @@ class Outcome:
     finish_reason: str
     latency_s: float
     error: str | None = None
+    judged: bool | None = None
+    """The LLM judge's verdict (``mmsr eval --judge-model``); None without a judge or when the
+    judge failed (``judge_error``), in which case the report counts ``correct`` (exact match)."""
+    judge_error: str | None = None
+
+    @property
+    def verdict(self) -> bool:
+        """The judge's verdict where there is one, else the exact match."""
+        return self.correct if self.judged is None else self.judged
 
     @property
     def searches(self) -> int:
@@ -69,13 +79,32 @@ def check_modes(modes: Sequence[str]) -> tuple[SearchMode, ...]:
     return tuple(m for m in MODES if m in modes)
 
 
-async def _one(runner: Runner, question: Question, mode: SearchMode) -> Outcome:
+class Judge(Protocol):
+    """What grades an answer besides exact match (:class:`mmsr_bench.judge.LLMJudge`)."""
+
+    async def is_correct(self, question: str, prediction: str | None, answers: Sequence[str]) -> bool: ...
+
+
+async def _judge(
+    judge: Judge | None, question: Question, answer: str | None
+) -> tuple[bool | None, str | None]:
+    if judge is None:
+        return None, None
+    try:
+        return await judge.is_correct(question.question, answer, question.answers), None
+    except (MMSRError, OpenAIError, OSError) as exc:  # one failed verdict must not lose the run
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+async def _one(runner: Runner, question: Question, mode: SearchMode, judge: Judge | None = None) -> Outcome:
     started = time.perf_counter()
     try:
         result = await runner.run(question, mode)
         error = None
     except (MMSRError, OpenAIError, OSError) as exc:
         result, error = RunResult(None, "error", 0, 0, 0), f"{type(exc).__name__}: {exc}"
+    latency = round(time.perf_counter() - started, 4)
+    judged, judge_error = await _judge(judge, question, result.answer) if error is None else (None, None)
     return Outcome(
         model=runner.label,
         mode=mode,
@@ -89,8 +118,10 @@ async def _one(runner: Runner, question: Question, mode: SearchMode) -> Outcome:
         text_searches=result.text_searches,
         turns=result.turns,
         finish_reason=result.finish_reason,
-        latency_s=round(time.perf_counter() - started, 4),
+        latency_s=latency,
         error=error,
+        judged=judged,
+        judge_error=judge_error,
     )
 
 
@@ -101,8 +132,10 @@ async def evaluate(
     *,
     concurrency: int = 4,
     progress: bool = True,
+    judge: Judge | None = None,
 ) -> list[Outcome]:
-    """Run every question in every mode; outcomes come back in (mode, question) order."""
+    """Run every question in every mode; outcomes come back in (mode, question) order. With a
+    ``judge``, each answer is also graded by it (``Outcome.judged``)."""
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     jobs = [(q, m) for m in check_modes(modes) for q in questions]
@@ -111,7 +144,7 @@ async def evaluate(
 
     async def bounded(question: Question, mode: SearchMode) -> Outcome:
         async with gate:
-            outcome = await _one(runner, question, mode)
+            outcome = await _one(runner, question, mode, judge)
         bar.update(1)
         bar.set_postfix_str(mode, refresh=False)
         return outcome

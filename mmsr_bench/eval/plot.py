@@ -36,12 +36,12 @@ def plot_rows(rows: Sequence[Row], path: str | os.PathLike[str], *, title: str =
             mine = {r.mode: r for r in rows if r.model == model and r.split == split}
             line = [mine[mode] for mode in _LINE_ORDER if mode in mine]
             xs = [r.searches_per_question for r in line]
-            ys = [100 * r.accuracy for r in line]
+            ys = [100 * r.score for r in line]
             ax.plot(xs, ys, "-", color=colours(m), alpha=0.5, label=model if len(models) > 1 else None)
             for r in line:
                 ax.scatter(
                     r.searches_per_question,
-                    100 * r.accuracy,
+                    100 * r.score,
                     marker=_MARKERS.get(r.mode, "x"),
                     color=colours(m),
                     s=45,
@@ -49,7 +49,7 @@ def plot_rows(rows: Sequence[Row], path: str | os.PathLike[str], *, title: str =
                 )
                 ax.annotate(
                     r.mode,
-                    (r.searches_per_question, 100 * r.accuracy),
+                    (r.searches_per_question, 100 * r.score),
                     fontsize=7,
                     xytext=_LABEL_OFFSETS.get(r.mode, (5, 4)),
                     textcoords="offset points",

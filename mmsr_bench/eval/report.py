@@ -3,6 +3,8 @@
 For each group of outcomes (:class:`Row`):
 
 - accuracy: exact match after the normalisation the reward shares (:func:`mmsr_bench.answers.is_correct`);
+- judge accuracy: the LLM judge's verdicts where the evaluation had a judge (exact match for an
+  answer the judge failed on, counted in judge errors), else None;
 - search ratio: the share of questions with at least one search (the paper's SR);
 - searches per question: image and text searches, summed, over all questions;
 - mean turns: model turns per question (corrective turns included);
@@ -36,6 +38,13 @@ class Row:
     text_searches_per_question: float
     mean_turns: float
     errors: int
+    judge_accuracy: float | None = None
+    judge_errors: int = 0
+
+    @property
+    def score(self) -> float:
+        """The accuracy the tables and plot show: the judge's where there was one, else EM."""
+        return self.accuracy if self.judge_accuracy is None else self.judge_accuracy
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,7 +64,13 @@ def _row(model: str, split: str, mode: str, group: Sequence[Outcome]) -> Row:
         text_searches_per_question=sum(o.text_searches for o in group) / n,
         mean_turns=sum(o.turns for o in group) / n,
         errors=sum(o.error is not None for o in group),
+        judge_accuracy=sum(o.verdict for o in group) / n if any(_was_judged(o) for o in group) else None,
+        judge_errors=sum(o.judge_error is not None for o in group),
     )
+
+
+def _was_judged(outcome: Outcome) -> bool:
+    return outcome.judged is not None or outcome.judge_error is not None
 
 
 def _ordered(values: Iterable[str], first: Sequence[str] = ()) -> list[str]:
@@ -86,7 +101,8 @@ def _pct(x: float) -> str:
 
 
 def headline_table(rows: Sequence[Row]) -> str:
-    """The paper's table in miniature: accuracy per split, then over all, search ratio overall."""
+    """The paper's table in miniature: accuracy per split, then over all, search ratio overall
+    (the judge's accuracy when the evaluation had a judge, else exact match)."""
     splits = [s for s in _ordered(r.split for r in rows) if s != ALL]
     multi = len({r.model for r in rows}) > 1
     head = ["model"] * multi + ["mode", *splits, ALL, "SR", "searches/q"]
@@ -95,30 +111,36 @@ def headline_table(rows: Sequence[Row]) -> str:
     for r in (r for r in rows if r.split == ALL):
         cells = [r.model] * multi + [MODE_NAMES.get(r.mode, r.mode)]
         cells += [
-            _pct(by_key[(r.model, s, r.mode)].accuracy) if (r.model, s, r.mode) in by_key else ""
-            for s in splits
+            _pct(by_key[(r.model, s, r.mode)].score) if (r.model, s, r.mode) in by_key else "" for s in splits
         ]
-        cells += [_pct(r.accuracy), f"{_pct(r.search_ratio)}%", f"{r.searches_per_question:.2f}"]
+        cells += [_pct(r.score), f"{_pct(r.search_ratio)}%", f"{r.searches_per_question:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def detail_table(rows: Sequence[Row]) -> str:
     """Every row: n, accuracy, search ratio, searches (image, text) per question, turns, errors."""
-    head = ["model", "split", "mode", "n", "EM %", "search ratio %", "searches/q", "image/q", "text/q"]
-    head += ["turns", "errors"]
+    judged = any(r.judge_accuracy is not None for r in rows)
+    head = ["model", "split", "mode", "n", "EM %"] + ["judge %"] * judged
+    head += ["search ratio %", "searches/q", "image/q", "text/q", "turns", "errors"]
+    head += ["judge errors"] * judged
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r.model, r.split, r.mode, str(r.n), _pct(r.accuracy), _pct(r.search_ratio)]
+        cells = [r.model, r.split, r.mode, str(r.n), _pct(r.accuracy)]
+        cells += [_pct(r.judge_accuracy) if r.judge_accuracy is not None else ""] * judged
+        cells += [_pct(r.search_ratio)]
         cells += [f"{x:.2f}" for x in (r.searches_per_question, r.image_searches_per_question)]
         cells += [f"{r.text_searches_per_question:.2f}", f"{r.mean_turns:.2f}", str(r.errors)]
+        cells += [str(r.judge_errors)] * judged
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def markdown_report(rows: Sequence[Row], *, command: str | None = None) -> str:
+def markdown_report(rows: Sequence[Row], *, command: str | None = None, judge: str | None = None) -> str:
+    judged = any(r.judge_accuracy is not None for r in rows)
+    measure = f"LLM-as-judge %, judge {judge or 'model'}" if judged else "EM %"
     parts = [
-        "## Accuracy (EM %) per split, search ratio (SR) and searches per question",
+        f"## Accuracy ({measure}) per split, search ratio (SR) and searches per question",
         headline_table(rows),
     ]
     parts += ["## Details", detail_table(rows)]

@@ -123,3 +123,36 @@ async def test_max_new_tokens_caps_each_model_turn_through_the_server(questions:
     await ServerRunner("http://mmsr.test/v1", "mmsr-test", http_client=client).run(questions[0], "off")
     await client.aclose()
     assert backend.requests[0].max_tokens == 7 and backend.requests[1].max_tokens != 7
+
+
+def test_the_command_grades_with_an_llm_judge(
+    oracle: WorldOracle, index: LocalIndex, question_files: list[Path], tmp_path: Path
+) -> None:
+    from fastapi import FastAPI
+
+    asked: list[str] = []
+    judge_app = FastAPI()
+
+    @judge_app.post("/v1/chat/completions")
+    async def verdict(body: dict[str, object]) -> dict[str, object]:
+        asked.append(str(body["messages"]))
+        message = {"role": "assistant", "content": "CORRECT"}  # a lenient judge: every answer is right
+        choice = {"index": 0, "message": message, "finish_reason": "stop"}
+        return {"id": "j", "object": "chat.completion", "created": 0, "model": "judge", "choices": [choice]}
+
+    server_app = create_app(Settings(model="mmsr-test"), backend=oracle, search=index)
+    with serve_in_thread(server_app) as live, serve_in_thread(judge_app) as judge:
+        args = ["eval", *map(str, question_files), "--server", f"{live.url}/v1", "--limit", "3"]
+        args += ["--judge-model", "judge-7b", "--judge-url", f"{judge.url}/v1", "--judge-api-key", "k"]
+        result = CliRunner().invoke(app, [*args, "--out", str(tmp_path), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    # off: the 6 held-out answers ("I do not know.") are wrong by EM, right by this judge; every
+    # other answer matched exactly, which settles it without asking
+    assert len(asked) == 6
+    assert "Accuracy (LLM-as-judge %, judge judge-7b)" in result.output
+    assert "| off (no search) | 100.0 | 100.0 | 100.0 | 100.0 | 0.0% | 0.00 |" in result.output
+    assert "| mmsr-test | all | off | 9 | 33.3 | 100.0 |" in result.output  # EM beside the judge's
+    assert "--judge-model judge-7b" in (tmp_path / "report.md").read_text()
+    assert "k" not in json.loads((tmp_path / "summary.json").read_text())[0]  # no key written
+    alone = CliRunner().invoke(app, ["eval", str(question_files[0]), "--judge-model", "j"])
+    assert alone.exit_code == 2 and "go together" in alone.output

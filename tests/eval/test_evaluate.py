@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,29 @@ def test_question_files_are_validated_line_by_line(tmp_path: Path) -> None:
     bad.write_text('{"question": "Who?", "answers": ["a"]}\n{"question": "Who?", "answers": []}\n')
     with pytest.raises(ValueError, match="line 2"):
         read_questions(bad)
+
+
+class FakeJudge:
+    def __init__(self, fail_on: str | None = None) -> None:
+        self.fail_on, self.asked = fail_on, 0
+
+    async def is_correct(self, question: str, prediction: str | None, answers: Sequence[str]) -> bool:
+        self.asked += 1
+        if prediction == self.fail_on:
+            raise BackendError("the judge model did not answer")
+        return prediction is not None and prediction.startswith("Bamoti")
+
+
+async def test_a_judge_grades_beside_exact_match_and_a_failed_verdict_falls_back() -> None:
+    judge = FakeJudge(fail_on="nope")
+    questions = [_question(0), _question(1)]
+    close = await evaluate(FakeRunner("Bamotix"), questions, ["auto"], progress=False, judge=judge)
+    assert [(o.correct, o.judged, o.verdict) for o in close] == [(False, True, True)] * 2
+    failing = await evaluate(FakeRunner("nope"), [_question(2)], ["auto"], progress=False, judge=judge)
+    assert failing[0].judged is None and "did not answer" in str(failing[0].judge_error)
+    assert failing[0].verdict is False  # exact match decides where the judge could not
+    rows = [r for r in summarize([*close, *failing]) if r.split == "all"]
+    assert (rows[0].accuracy, rows[0].judge_accuracy, rows[0].judge_errors) == (0.0, 2 / 3, 1)
+    assert "66.7" in headline_table(rows) and "judge %" in detail_table(rows)
+    unjudged = summarize(await evaluate(FakeRunner(), [_question(0)], ["auto"], progress=False))
+    assert unjudged[0].judge_accuracy is None and "judge" not in detail_table(unjudged)

@@ -3,7 +3,7 @@
 The paper reports accuracy judged by an LLM (exact match is too strict for free-form answers).
 :class:`LLMJudge` asks the model whether a prediction means the same as the ground truth (or one of
 the candidate answers) for the question, and reads a one-word verdict. Training uses the exact-match
-reward (:mod:`mmsr_train.reward`); the judge is for evaluation::
+reward (:mod:`mmsr_train.reward`); the judge is for evaluation (``mmsr eval --judge-model``)::
 
     judge = LLMJudge(model="Qwen/Qwen3-32B", base_url="http://localhost:8000/v1")
     ok = await judge.is_correct("Who designed it?", "Amalia Korsgaard", ["A. Korsgaard"])
@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from mmsr_bench.answers import is_correct as exact_match
 from mmsr_serve.errors import BackendError
-from mmsr_train.reward import is_correct as exact_match
 
 JUDGE_PROMPT = """You grade answers to questions. Decide whether the prediction gives the same answer as \
 one of the reference answers. Ignore differences of wording, case, punctuation, articles and level of \

@@ -8,8 +8,8 @@ import httpx
 import pytest
 from openai import AsyncOpenAI
 
+from mmsr_bench.judge import LLMJudge
 from mmsr_serve.errors import BackendError
-from mmsr_train.judge import LLMJudge
 
 
 def judge_replying(verdict: str, seen: list[dict[str, object]]) -> LLMJudge:
