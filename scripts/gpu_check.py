@@ -1,4 +1,5 @@
-"""GPU check of the training path: the tiny GRPO step on CUDA in bfloat16, with its figures.
+"""GPU check of the training path: the tiny GRPO step on CUDA in bfloat16 (autocast over float32
+master weights), with its figures.
 
     python scripts/gpu_check.py [OUT_DIR]
 
@@ -133,6 +134,9 @@ def main(out_dir: Path, device: str) -> dict[str, Any]:
         "images_match": bool(forwards) and all(f["pads"] == f["features"] for f in forwards),
         "scripted_shape": ["image_search", "text_search", "answer"] in figures["last_shapes"],
         "reloads": reloaded,
+        # bf16 compute under autocast, float32 master weights (the optimiser's updates not rounded away)
+        "fp32_master_weights": figures["model_dtype"] == "torch.float32"
+        and figures["bf16_autocast"] == (device == "cuda"),
     }
     figures["checks"] = checks
     return figures
