@@ -98,11 +98,39 @@ async def served_model(server: str, api_key: str | None) -> str:
     return page.data[0].id
 
 
+def read_question_set(path: Path) -> list[Question]:
+    """A question set: JSONL (:mod:`mmsr_bench.world.questions`), or a parquet file in the layouts
+    :mod:`mmsr_bench.data` reads (the released FVQA files, ``.parquet`` or ``.pq``), whose split is
+    each row's ``data_source`` (FVQA-test's parts) or the file's name, its images as data URLs."""
+    from mmsr_bench.world.questions import Question, read_questions
+
+    if path.suffix not in (".parquet", ".pq"):
+        return read_questions(path)
+    from mmsr_bench.data import DataError, load_samples
+    from mmsr_serve.images import bytes_data_url
+
+    try:
+        samples = load_samples(path)
+    except DataError as exc:
+        raise ValueError(str(exc)) from exc
+    known = {"search_free": True, "search_required": False}
+    return [
+        Question(
+            id=s.id,
+            question=s.question,
+            answers=s.answers,
+            split=s.data_source or path.stem,
+            image=bytes_data_url(data, where=f"{path}, {s.id}") if (data := s.image_bytes()) else None,
+            known=known.get(s.category),
+            extra={"category": s.category} if s.category else {},
+        )
+        for s in samples
+    ]
+
+
 def load_question_sets(paths: Sequence[Path], splits: Sequence[str], limit: int | None) -> list[Question]:
     """The questions of every file, kept to ``splits`` (if any), the first ``limit`` per split."""
-    from mmsr_bench.world.questions import read_questions
-
-    questions = [q for path in paths for q in read_questions(path) if not splits or q.split in splits]
+    questions = [q for path in paths for q in read_question_set(path) if not splits or q.split in splits]
     if limit is None:
         return questions
     taken: dict[str, int] = {}
@@ -174,7 +202,9 @@ def _command(questions: Sequence[Path], options: dict[str, object]) -> str:
 
 
 def eval_command(
-    questions: Annotated[list[Path], typer.Argument(help="Question set files (JSONL).", exists=True)],
+    questions: Annotated[
+        list[Path], typer.Argument(help="Question set files: JSONL, or FVQA-layout parquet.", exists=True)
+    ],
     model: Annotated[
         list[str] | None, Opt(help="Checkpoint (hf), model name (openai, --server); repeat to compare.")
     ] = None,

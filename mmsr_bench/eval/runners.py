@@ -102,8 +102,9 @@ class ServerRunner:
 
     async def run(self, question: Question, mode: SearchMode) -> RunResult:
         content: list[dict[str, Any]] = [{"type": "text", "text": question.question}]
-        if question.image:
-            content.append({"type": "image_url", "image_url": {"url": file_data_url(question.image)}})
+        if question.image:  # a file, or a data URL already (a parquet question set's image)
+            url = question.image if question.image.startswith("data:") else file_data_url(question.image)
+            content.append({"type": "image_url", "image_url": {"url": url}})
         completion = await self.client.chat.completions.create(
             model=self.model,
             messages=[{"role": "user", "content": content}],  # type: ignore[list-item,misc]

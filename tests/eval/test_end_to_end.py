@@ -156,3 +156,38 @@ def test_the_command_grades_with_an_llm_judge(
     assert "k" not in json.loads((tmp_path / "summary.json").read_text())[0]  # no key written
     alone = CliRunner().invoke(app, ["eval", str(question_files[0]), "--judge-model", "j"])
     assert alone.exit_code == 2 and "go together" in alone.output
+
+
+def test_the_command_reads_a_released_parquet_question_set(
+    oracle: WorldOracle, index: LocalIndex, questions: list[Question], tmp_path: Path
+) -> None:
+    # the world's held-out questions in the released FVQA layout: the same numbers as from JSONL
+    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+    held = [q for q in questions if q.split == "test-unknown"]
+    assert held and all(q.image for q in held)
+    table = {
+        "prompt": [[{"role": "user", "content": f"<image>Question: {q.question}"}] for q in held],
+        "images": [[{"bytes": Path(str(q.image)).read_bytes()}] for q in held],
+        "reward_model": [{"ground_truth": q.answers[0], "candidate_answers": "[]"} for q in held],
+        "data_source": ["mmsearch_r1/fvqa_test"] * len(held),
+        "data_id": [f"fvqa_test_{i}" for i in range(len(held))],
+        "category": ["search_required"] * len(held),
+    }
+    data = tmp_path / "fvqa_test.pq"
+    pq.write_table(pa.table(table), data)
+    server_app = create_app(Settings(model="mmsr-test"), backend=oracle, search=index)
+    with serve_in_thread(server_app) as live:
+        args = ["eval", str(data), "--server", f"{live.url}/v1", "--mode", "auto", "--mode", "off"]
+        result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "out"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    n, (acc, ratio, searches, _) = len(held), EXPECTED[("test-unknown", "auto")]
+    split = "mmsearch_r1/fvqa_test"
+    assert f"| mmsr-test | {split} | auto | {n} | {100 * acc:.1f} | {100 * ratio:.1f} | {searches:.2f} |" in (
+        result.output
+    )
+    assert f"| mmsr-test | mmsearch_r1/fvqa_test | off | {n} | 0.0 | 0.0 |" in result.output
+    outcomes = [json.loads(line) for line in (tmp_path / "out" / "outcomes.jsonl").read_text().splitlines()]
+    assert {o["question_id"] for o in outcomes} == set(table["data_id"])
+    assert {o["known"] for o in outcomes} == {False}  # search_required
