@@ -117,7 +117,8 @@ async def test_retries_only_where_allowed(
     meter = Meter()
     calls = Calls(meter)
     standin.fail(name, failure)
-    provider = make(name, standin, meter, timeout_s=0.1)  # answers take ~2 ms, a "timeout" one 0.6 s
+    # answers take ~2 ms (far more on a loaded machine: 0.1 s was too tight), a "timeout" one 0.6 s
+    provider = make(name, standin, meter, timeout_s=0.3)
     if retried:
         results = await provider.search_text("heron", 2)
         assert len(results.hits) == 2
@@ -156,7 +157,7 @@ async def test_keys_never_show_in_errors_reprs_or_logs(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     key = KEYS[name]
-    provider = make(name, standin, Meter(), timeout_s=0.1)
+    provider = make(name, standin, Meter(), timeout_s=0.3)
     standin.fail(name, "echo-key", 500, 500, 500, "timeout", "timeout", "timeout")
     texts = [repr(provider), str(provider)]
     for _ in range(3):  # echo-key; 500 three times; a timeout three times
