@@ -37,6 +37,9 @@ class DataError(MMSRError):
     """A data file or one of its rows is not usable; the message names the file and the row."""
 
 
+_KNOWN = {"search_free": True, "search_required": False}
+
+
 @dataclass(frozen=True)
 class Sample:
     question: str
@@ -58,6 +61,11 @@ class Sample:
 
     def image_bytes(self) -> bytes | None:
         return self.image.read_bytes() if isinstance(self.image, Path) else self.image
+
+    @property
+    def known(self) -> bool | None:
+        """Whether the question is answerable without search, by its ``category`` (None: unknown)."""
+        return _KNOWN.get(self.category)
 
 
 def load_samples(path: str | os.PathLike[str]) -> list[Sample]:

@@ -28,7 +28,6 @@ from mmsr_serve.agent.protocol import SearchMode
 from mmsr_train.rollout import Rollout, RolloutTask
 
 FOLDER = "final_eval"
-_KNOWN = {"search_free": True, "search_required": False}
 
 
 def _outcome(
@@ -42,7 +41,7 @@ def _outcome(
         mode=mode,
         question_id=sample.id,
         split=sample.data_source or "held-out",
-        known=_KNOWN.get(sample.category),
+        known=sample.known,
         answers=sample.answers,
         answer=answer,
         correct=is_correct(answer, sample.answers, match),

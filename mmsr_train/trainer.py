@@ -32,6 +32,7 @@ from trl import GRPOTrainer
 from trl.models.utils import unwrap_model_for_generation
 
 from mmsr_bench.data import Sample
+from mmsr_serve.agent.events import SearchRecord
 from mmsr_train.checkpoint import save_serving_files
 from mmsr_train.generators import HFGenerator, VLLMGenerator
 from mmsr_train.policy import TokenGenerator, trajectory_seed
@@ -57,10 +58,12 @@ def task_of(prompt: list[dict[str, Any]]) -> RolloutTask:
 
 def searches_of(rollout: Rollout) -> str:
     """A trajectory's searches in one line, for the completions table: ``image | text: query``."""
-    shown = [s.kind if s.query is None else f"{s.kind}: {s.query}" for s in rollout.result.searches]
-    return " | ".join(
-        f"{s} (failed)" if r.error else s for s, r in zip(shown, rollout.result.searches, strict=True)
-    )
+
+    def shown(search: SearchRecord) -> str:
+        text = search.kind if search.query is None else f"{search.kind}: {search.query}"
+        return f"{text} (failed)" if search.error else text
+
+    return " | ".join(shown(s) for s in rollout.result.searches)
 
 
 class SearchGRPOTrainer(GRPOTrainer):

@@ -113,7 +113,6 @@ def read_question_set(path: Path) -> list[Question]:
         samples = load_samples(path)
     except DataError as exc:
         raise ValueError(str(exc)) from exc
-    known = {"search_free": True, "search_required": False}
     return [
         Question(
             id=s.id,
@@ -121,7 +120,7 @@ def read_question_set(path: Path) -> list[Question]:
             answers=s.answers,
             split=s.data_source or path.stem,
             image=bytes_data_url(data, where=f"{path}, {s.id}") if (data := s.image_bytes()) else None,
-            known=known.get(s.category),
+            known=s.known,
             extra={"category": s.category} if s.category else {},
         )
         for s in samples

@@ -28,7 +28,6 @@ thumbnail.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import pickle
@@ -40,14 +39,27 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from mmsr_serve.errors import ConfigError
+from mmsr_serve.errors import ConfigError, ImageError
+from mmsr_serve.images import parse_data_url
 from mmsr_serve.search.base import ImageHit, SearchResults
 from mmsr_serve.search.cache import SearchCache
 
 __all__ = ["ReleaseImport", "data_image_hashes", "import_release_cache", "load_release_pickle", "records"]
 
-_CONTAINERS = {"dict", "list", "tuple", "set", "frozenset", "bytes", "bytearray", "str", "int", "float"}
-_CONTAINERS |= {"bool", "object"}
+_CONTAINERS = {
+    "dict",
+    "list",
+    "tuple",
+    "set",
+    "frozenset",
+    "bytes",
+    "bytearray",
+    "str",
+    "int",
+    "float",
+    "bool",
+    "object",
+}
 _ALLOWED = {("collections", "OrderedDict"), ("_codecs", "encode"), ("copyreg", "_reconstructor")}
 _TITLE_LINE = re.compile(r"^\s*title:\s?(.*?)\s*$", re.MULTILINE)
 
@@ -136,8 +148,11 @@ def _encode(image: Any) -> tuple[bytes | None, str]:
     if isinstance(image, Mapping) and isinstance(image.get("bytes"), bytes | bytearray):
         return _encode(image["bytes"])
     if isinstance(image, str):
-        if image.startswith("data:image/") and ";base64," in image:
-            return base64.b64decode(image.split(",", 1)[1]), ""
+        if image.startswith("data:"):
+            try:
+                return parse_data_url(image), ""
+            except ImageError as exc:
+                raise ValueError(str(exc)) from exc
         if image.startswith(("http://", "https://")):
             return None, image
     if image is None:
@@ -255,6 +270,5 @@ def import_release_cache(
         )
     cache.put_many(provider, [("image", f"sha256:{digest}", k, results) for digest, results in rows.items()])
     report.imported = len(rows)
-    cached_digests = set(rows)
-    report.not_cached = sum(digest not in cached_digests for digest in set(hashes.values()))
+    report.not_cached = sum(digest not in rows for digest in set(hashes.values()))
     return report
