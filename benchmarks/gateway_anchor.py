@@ -72,6 +72,25 @@ def _start_litellm(executable: str, model_url: str, log: Path) -> tuple[subproce
     raise RuntimeError("litellm did not start in 120 s")
 
 
+def _start_floor(model_url: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """benchmarks/floor_relay.py on a port of its own, once it accepts connections."""
+    port = _free_port()
+    relay = Path(__file__).with_name("floor_relay.py")
+    command = [sys.executable, str(relay), "--model-url", model_url, "--port", str(port)]
+    process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the floor relay exited: {log.read_text()[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return process, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("the floor relay did not start in 30 s")
+
+
 async def _measure(
     items: list[Any],
     url: str,
@@ -124,6 +143,8 @@ def main() -> None:
                 ("direct", stack.model_url.removesuffix("/v1"), stack.pids["model"], False),
                 ("mmsr serve", stack.server_url, stack.pids["server"], True),
             ]
+            floor, url = _start_floor(stack.model_url, Path(tmp) / "floor.log")
+            targets.append(("floor relay", url, floor.pid, False))
             litellm = None
             if args.litellm:
                 litellm, url = _start_litellm(args.litellm, stack.model_url, Path(tmp) / "litellm.log")
@@ -139,6 +160,8 @@ def main() -> None:
                         rows.append((name, concurrency, figures))
                         print(name, concurrency, figures, file=sys.stderr, flush=True)
             finally:
+                floor.terminate()
+                floor.wait(timeout=20)
                 if litellm is not None:
                     litellm.terminate()
                     litellm.wait(timeout=20)

@@ -14,6 +14,7 @@ import asyncio
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mmsr_serve._timeouts import timeout
 from mmsr_serve.api.errors import error_response
 from mmsr_serve.errors import PayloadTooLarge
 
@@ -37,7 +38,8 @@ class BodyLimitMiddleware:
         size = 0
         while True:
             try:
-                message = await asyncio.wait_for(receive(), self.read_timeout_s)
+                async with timeout(self.read_timeout_s):
+                    message = await receive()
             except asyncio.TimeoutError:
                 await _request_timeout(self.read_timeout_s)(scope, receive, send)
                 return

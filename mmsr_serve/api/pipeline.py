@@ -21,6 +21,7 @@ from fastapi.responses import Response
 from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
 
+from mmsr_serve._timeouts import timeout_at
 from mmsr_serve.agent.agent import SearchAgent
 from mmsr_serve.agent.events import AgentResult, Event
 from mmsr_serve.agent.limits import Limits
@@ -28,7 +29,15 @@ from mmsr_serve.api import convert
 from mmsr_serve.api.access import Access, access_of
 from mmsr_serve.api.errors import error_body
 from mmsr_serve.api.metrics import Metrics
-from mmsr_serve.api.runs import Events, Slots, cancel_on_disconnect, collect, merged, prefetch, replay
+from mmsr_serve.api.runs import (
+    DisconnectWatch,
+    Events,
+    Slots,
+    collect,
+    merged,
+    prefetch,
+    replay,
+)
 from mmsr_serve.api.schemas import ChatCompletionRequest
 from mmsr_serve.api.settings import Settings
 from mmsr_serve.errors import NotFound, RequestTimeout, TooManyRequests
@@ -103,57 +112,59 @@ async def run_request(request: Request, body: ChatCompletionRequest, renderer: R
     timeout_s = rt.settings.request_timeout_s
     deadline = asyncio.get_running_loop().time() + timeout_s
     try:
-        # The deadline covers the whole request: the image URL fetches too, then the runs.
-        reading = convert.read_conversation(body, rt.settings, rt.fetch, rt.agent.pack.image_geometry)
-        try:
-            conversation = await cancel_on_disconnect(request, asyncio.wait_for(reading, timeout_s))
-        except asyncio.TimeoutError:
-            raise RequestTimeout(f"the request did not finish within {timeout_s:g} s") from None
-        n = body.n or 1
-        stops = convert.stop_sequences(body)
-        streams = [
-            rt.agent.stream(
-                conversation.question,
-                conversation.image,
-                conversation.history,
-                limits=limits,
-                sampling=convert.sampling_for(body, i, stops),
-                mode=body.search_mode,
+        async with DisconnectWatch(request.receive):
+            # The deadline covers the whole request: the image URL fetches too, then the runs.
+            reading = convert.read_conversation(body, rt.settings, rt.fetch, rt.agent.pack.image_geometry)
+            try:
+                async with timeout_at(deadline):
+                    conversation = await reading
+            except asyncio.TimeoutError:
+                raise RequestTimeout(f"the request did not finish within {timeout_s:g} s") from None
+            n = body.n or 1
+            stops = convert.stop_sequences(body)
+            streams = [
+                rt.agent.stream(
+                    conversation.question,
+                    conversation.image,
+                    conversation.history,
+                    limits=limits,
+                    sampling=convert.sampling_for(body, i, stops),
+                    mode=body.search_mode,
+                )
+                for i in range(n)
+            ]
+            left = max(0.0, deadline - asyncio.get_running_loop().time())
+            shutdown = anyio.Event() if body.stream else None  # set by the SSE response at SIGTERM
+            drain_s = rt.settings.shutdown_timeout_s
+            access = access_of(request.scope)
+            observe = rt.metrics.observe
+            if access is not None:
+
+                def observe(event: Event) -> None:
+                    rt.metrics.observe(event)
+                    access.observe(event)
+
+            events = merged(
+                streams,
+                timeout_s=left,
+                on_event=observe,
+                deadline_s=timeout_s,
+                shutdown=shutdown,
+                drain_s=drain_s,
             )
-            for i in range(n)
-        ]
-        left = max(0.0, deadline - asyncio.get_running_loop().time())
-        shutdown = anyio.Event() if body.stream else None  # set by the SSE response at SIGTERM
-        drain_s = rt.settings.shutdown_timeout_s
-        access = access_of(request.scope)
-        observe = rt.metrics.observe
-        if access is not None:
-
-            def observe(event: Event) -> None:
-                rt.metrics.observe(event)
-                access.observe(event)
-
-        events = merged(
-            streams,
-            timeout_s=left,
-            on_event=observe,
-            deadline_s=timeout_s,
-            shutdown=shutdown,
-            drain_s=drain_s,
-        )
-        run = RunInfo(
-            body=body,
-            model=rt.settings.model_id,
-            created=int(time.time()),
-            limits=limits,
-            stops=stops,
-            ledger=ledger,
-            on_error=_on_stream_error(rt, access),
-        )
-        if not body.stream:
-            results: list[AgentResult] = await cancel_on_disconnect(request, collect(events, n))
-            return renderer.json(run, results)
-        buffered = await cancel_on_disconnect(request, prefetch(events))
+            run = RunInfo(
+                body=body,
+                model=rt.settings.model_id,
+                created=int(time.time()),
+                limits=limits,
+                stops=stops,
+                ledger=ledger,
+                on_error=_on_stream_error(rt, access),
+            )
+            if not body.stream:
+                results: list[AgentResult] = await collect(events, n)
+                return renderer.json(run, results)
+            buffered = await prefetch(events)
 
         released = False
 

@@ -10,17 +10,18 @@ shared with other requests runs on, by design).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import aclosing
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import Any
 
 import anyio
-from starlette.requests import Request
+from starlette.types import Receive
 
+from mmsr_serve._timeouts import timeout_at
 from mmsr_serve.agent.events import Event, Finished, TurnStarted
 from mmsr_serve.errors import ClientDisconnected, RequestTimeout, ShuttingDown
 
-T = TypeVar("T")
 Indexed = tuple[int, Event]
 Events = AsyncGenerator[Indexed, None]
 
@@ -89,11 +90,15 @@ async def merged(
     try:
         running = len(streams)
         while running:
-            try:
-                item = await asyncio.wait_for(queue.get(), max(0.0, deadline - loop.time()))
-            except asyncio.TimeoutError:
-                limit = timeout_s if deadline_s is None else deadline_s
-                raise RequestTimeout(f"the request did not finish within {limit:g} s") from None
+            if queue.empty():  # else the next event is there: no timer to arm
+                try:
+                    async with timeout_at(deadline):
+                        item = await queue.get()
+                except asyncio.TimeoutError:
+                    limit = timeout_s if deadline_s is None else deadline_s
+                    raise RequestTimeout(f"the request did not finish within {limit:g} s") from None
+            else:
+                item = queue.get_nowait()
             if item is _END:
                 running -= 1
             elif isinstance(item, Exception):
@@ -135,26 +140,50 @@ async def replay(buffered: list[Indexed], events: Events) -> Events:
             yield item
 
 
-async def _disconnected(request: Request) -> None:
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
+class DisconnectWatch:
+    """Within ``async with DisconnectWatch(receive):``, a client that disconnects cancels the
+    task inside, and the cancellation leaves the block as :class:`ClientDisconnected` (499).
+
+    The work runs in the request's own task, as under :func:`asyncio.timeout` (which works the
+    same way): one watching task per request, none per await. A cancellation from elsewhere (the
+    server stopping) stays a cancellation.
+    """
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._fired = False
+        self._owner: asyncio.Task[Any] | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._cancelling = 0
+
+    async def __aenter__(self) -> DisconnectWatch:
+        self._owner = asyncio.current_task()
+        cancelling = getattr(self._owner, "cancelling", None)  # Python 3.11+
+        self._cancelling = cancelling() if cancelling is not None else 0
+        self._watch = asyncio.ensure_future(self._wait())
+        return self
+
+    async def _wait(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        if self._owner is not None:
+            self._fired = True
+            self._owner.cancel()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._watch is not None and self._owner is not None
+        self._watch.cancel()
+        self._owner, owner = None, self._owner  # a disconnect from now on cancels nothing
+        if not self._fired:
             return
-
-
-async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work``, cancelling it (and raising :class:`ClientDisconnected`) if the client leaves."""
-    job = asyncio.ensure_future(work)
-    watch = asyncio.ensure_future(_disconnected(request))
-    try:
-        await asyncio.wait({job, watch}, return_when=asyncio.FIRST_COMPLETED)
-        if job.done():
-            return job.result()
-        raise ClientDisconnected("the client disconnected")
-    finally:
-        for task in (job, watch):
-            task.cancel()
-        await settle([job, watch])
+        # Fired: the cancellation was delivered at the work's next await (asyncio throws it on
+        # resuming), so here it either leaves as the exception, or the work swallowed it.
+        uncancel = getattr(owner, "uncancel", None)
+        others = uncancel() > self._cancelling if uncancel is not None else False
+        if exc_type is asyncio.CancelledError and not others:
+            raise ClientDisconnected("the client disconnected") from None
 
 
 async def settle(tasks: Sequence[asyncio.Future[Any]]) -> None:
