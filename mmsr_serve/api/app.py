@@ -12,7 +12,8 @@ and what looks misconfigured is logged as a warning at start-up.
 The prompt pack is ``settings.prompt_pack``, else the pack saved next to an ``hf`` checkpoint
 (:data:`~mmsr_serve.agent.prompts.CHECKPOINT_PACK_FILES`), else the default pack.
 
-Middleware, outermost first: metrics (every response counted), auth, body limit.
+Middleware, outermost first: metrics (every response counted), auth, body limit, then the fast
+path of ``POST /v1/chat/completions`` (:mod:`mmsr_serve.api.fast_chat`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from mmsr_serve.api.auth import AuthMiddleware
 from mmsr_serve.api.banner import banner
 from mmsr_serve.api.body import BodyLimitMiddleware
 from mmsr_serve.api.errors import install_error_handlers
+from mmsr_serve.api.fast_chat import FastChatRoute
 from mmsr_serve.api.metrics import Metrics, MetricsMiddleware, worker_exited
 from mmsr_serve.api.public import router as public_router
 from mmsr_serve.api.routes import READY_TIMEOUT_S, Runtime, router
@@ -120,6 +122,7 @@ def create_app(
     app.include_router(public_router)
     install_error_handlers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.add_middleware(FastChatRoute)  # innermost: the hot route past FastAPI's routing
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.max_body_bytes, read_timeout_s=settings.client_timeout_s
     )

@@ -147,7 +147,9 @@ def _count(request: Request, exc: BaseException) -> None:
         metrics.count_error(exc)
 
 
-async def _on_mmsr(request: Request, exc: Exception) -> JSONResponse:
+async def on_mmsr_error(request: Request, exc: Exception) -> JSONResponse:
+    """The answer to an :class:`~mmsr_serve.errors.MMSRError` raised by an endpoint (counted, and
+    logged when it is the server's fault)."""
     _count(request, exc)
     if status_of(exc)[0] >= 500:
         logger.warning("%s: %s", type(exc).__name__, exc)
@@ -163,5 +165,5 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
-    app.add_exception_handler(MMSRError, _on_mmsr)
+    app.add_exception_handler(MMSRError, on_mmsr_error)
     app.add_exception_handler(Exception, _on_unexpected)

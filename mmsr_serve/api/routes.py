@@ -84,7 +84,7 @@ async def get_model(model_id: str, request: Request) -> ModelCard:
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-    return await run_request(request, body, _ChatRenderer())
+    return await run_request(request, body, ChatRenderer())
 
 
 @router.post("/v1/responses", response_model=None)
@@ -102,7 +102,7 @@ async def stored_response(response_id: str) -> None:
     )
 
 
-class _ChatRenderer:
+class ChatRenderer:
     """Results as a ``chat.completion``, events as ``chat.completion.chunk`` server-sent events."""
 
     def __init__(self) -> None:
