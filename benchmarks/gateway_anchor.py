@@ -146,10 +146,10 @@ def main() -> None:
             floor, url = _start_floor(stack.model_url, Path(tmp) / "floor.log")
             targets.append(("floor relay", url, floor.pid, False))
             litellm = None
-            if args.litellm:
-                litellm, url = _start_litellm(args.litellm, stack.model_url, Path(tmp) / "litellm.log")
-                targets.append(("LiteLLM proxy", url, litellm.pid, False))
             try:
+                if args.litellm:
+                    litellm, url = _start_litellm(args.litellm, stack.model_url, Path(tmp) / "litellm.log")
+                    targets.append(("LiteLLM proxy", url, litellm.pid, False))
                 for concurrency in args.concurrency:
                     for name, url, pid, mmsr_fields in targets:
                         model = None if name == "LiteLLM proxy" else stack.model_name

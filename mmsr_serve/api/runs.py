@@ -191,5 +191,13 @@ async def settle(tasks: Sequence[asyncio.Future[Any]]) -> None:
     the model server stops generating). Shielded: Starlette cancels through anyio cancel scopes,
     which cancel the waiting task again at every await, and a cancelled ``gather`` cancels its
     tasks again, which would cut their clean-up short."""
+    pending = []
+    for task in tasks:
+        if not task.done():
+            pending.append(task)
+        elif not task.cancelled():
+            task.exception()  # retrieved: no "exception was never retrieved" at collection
+    if not pending:  # the usual end: nothing to wait for, no scope and no gather to build
+        return
     with anyio.CancelScope(shield=True):
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*pending, return_exceptions=True)

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from mmsr_serve.agent.events import Event, TurnStarted
-from mmsr_serve.api.runs import DisconnectWatch, merged
+from mmsr_serve.api.runs import DisconnectWatch, merged, settle
 from mmsr_serve.errors import ClientDisconnected, RequestTimeout
 
 
@@ -109,3 +109,25 @@ async def test_merged_runs_keep_their_order_and_their_deadline() -> None:
     with pytest.raises(RequestTimeout, match="within 7 s"):
         async for _ in merged([_events([0, 5])], timeout_s=0.05, deadline_s=7):
             pass
+
+
+async def test_settle_waits_for_what_is_still_cleaning_up() -> None:
+    cleaned = asyncio.Event()
+
+    async def slow_clean_up() -> None:
+        try:
+            await asyncio.sleep(30)
+        finally:
+            await asyncio.sleep(0.01)  # closing a connection, say
+            cleaned.set()
+
+    async def failed() -> None:
+        raise ValueError("lost")
+
+    done, busy = asyncio.ensure_future(failed()), asyncio.ensure_future(slow_clean_up())
+    await asyncio.sleep(0)
+    assert done.done()
+    busy.cancel()
+    await settle([done, busy])
+    assert cleaned.is_set()
+    await settle([done, busy])  # all done now: returns at once
