@@ -157,10 +157,12 @@ class OpenAIBackend(ModelBackend):
         body = self._body(request)
         replica, response, events, first = await self._open(body)
         pieces: list[str] = []
+        held = 0  # pieces not yet yielded: chunks that arrived together leave as one delta
         finish, stop_reason, usage = None, None, None
         try:
-            chunk: dict[str, Any] | None = first
-            while chunk is not None:
+            item = first
+            while item is not None:
+                chunk, more = item
                 usage = chunk.get("usage") or usage
                 choices = chunk.get("choices")
                 if choices:
@@ -168,12 +170,17 @@ class OpenAIBackend(ModelBackend):
                     content = (choice.get("delta") or {}).get("content")
                     if content:
                         pieces.append(content)
-                        yield Delta(content)
+                        held += 1
                     if choice.get("finish_reason") is not None:
                         finish = choice["finish_reason"]
                         # vLLM's field, then SGLang's; both hold a token id when a stop token ended it.
                         stop_reason = choice.get("stop_reason") or choice.get("matched_stop")
-                chunk = await _next_chunk(events, replica.label, self.timeout_s)
+                if held and not more:
+                    yield Delta(pieces[-1] if held == 1 else "".join(pieces[-held:]))
+                    held = 0
+                item = await _next_chunk(events, replica.label, self.timeout_s)
+            if held:
+                yield Delta("".join(pieces[-held:]))
         finally:
             replica.in_flight -= 1
             await _close(events, response)
@@ -198,11 +205,11 @@ class OpenAIBackend(ModelBackend):
 
     async def _open(
         self, body: bytes
-    ) -> tuple[_Replica, aiohttp.ClientResponse, AsyncGenerator[dict[str, Any], None], dict[str, Any] | None]:
+    ) -> tuple[_Replica, aiohttp.ClientResponse, AsyncGenerator[_Event, None], _Event | None]:
         """Start the stream on some replica, retrying, and read it up to its first text.
 
-        Returns the replica (its in-flight count taken), the open response, its chunk iterator and
-        the first chunk with text (or the last one when none has text, None at the end).
+        Returns the replica (its in-flight count taken), the open response, its event iterator and
+        the first event with text (or the last one when none has text, None at the end).
         """
         tried: set[_Replica] = set()
 
@@ -229,10 +236,10 @@ class OpenAIBackend(ModelBackend):
 
     async def _attempt(
         self, replica: _Replica, body: bytes
-    ) -> tuple[_Replica, aiohttp.ClientResponse, AsyncGenerator[dict[str, Any], None], dict[str, Any] | None]:
+    ) -> tuple[_Replica, aiohttp.ClientResponse, AsyncGenerator[_Event, None], _Event | None]:
         replica.in_flight += 1
         response: aiohttp.ClientResponse | None = None
-        events: AsyncGenerator[dict[str, Any], None] | None = None
+        events: AsyncGenerator[_Event, None] | None = None
         try:
             try:
                 url = replica.url + "chat/completions"
@@ -253,14 +260,14 @@ class OpenAIBackend(ModelBackend):
             if response.status >= 400:
                 raise await _status_failure(response, replica.label)
             events = _chunks(response, replica.label)
-            chunk = await _next_chunk(events, replica.label, self.timeout_s)
-            while chunk is not None and not _has_text(chunk):
+            item = await _next_chunk(events, replica.label, self.timeout_s)
+            while item is not None and not _has_text(chunk := item[0]):
                 if not chunk.get("choices") and chunk.get("usage"):
                     break  # the usage chunk: nothing follows but the end
                 if any(c.get("finish_reason") is not None for c in chunk.get("choices") or ()):
                     break  # finished without text
-                chunk = await _next_chunk(events, replica.label, self.timeout_s)
-            return replica, response, events, chunk
+                item = await _next_chunk(events, replica.label, self.timeout_s)
+            return replica, response, events, item
         except BaseException as exc:
             replica.in_flight -= 1
             await _close(events, response)
@@ -458,8 +465,13 @@ def _has_text(chunk: dict[str, Any]) -> bool:
     return any((c.get("delta") or {}).get("content") for c in chunk.get("choices") or ())
 
 
-async def _chunks(response: aiohttp.ClientResponse, label: str) -> AsyncGenerator[dict[str, Any], None]:
-    """The stream's chunks: each server-sent event's data parsed as JSON, up to ``[DONE]``.
+_Event = tuple[dict[str, Any], bool]
+"""A chunk, and whether the next event had already arrived with it."""
+
+
+async def _chunks(response: aiohttp.ClientResponse, label: str) -> AsyncGenerator[_Event, None]:
+    """The stream's chunks: each server-sent event's data parsed as JSON, up to ``[DONE]``; each
+    says whether another event came in the same read (the caller joins such chunks' text).
 
     Events are split on blank lines, as the SSE format says; comments and other fields are
     skipped. An event that is not a JSON object, or an error event (vLLM's and OpenAI's shapes),
@@ -470,25 +482,29 @@ async def _chunks(response: aiohttp.ClientResponse, label: str) -> AsyncGenerato
     async for received in body:
         lines = (pending + received).split(b"\n")
         pending = lines.pop()
+        complete: list[bytes] = []
         for line in lines:
             line = line.rstrip(b"\r")
             if line.startswith(b"data:"):
                 data.append(_field_value(line))
             elif not line and data:
-                payload, data = b"\n".join(data), []
-                if payload == b"[DONE]":
-                    # Read the body's end (the chunked encoding's last bytes follow at once): a
-                    # response released unread closes its connection, and the next turn would
-                    # pay a new one. A server that streams on after [DONE] is cut off.
-                    with anyio.move_on_after(_DRAIN_S):
-                        async for _ in body:
-                            pass
-                    return
-                yield _parse(payload, label)
+                complete.append(b"\n".join(data))
+                data = []
+        last = len(complete) - 1
+        for index, payload in enumerate(complete):
+            if payload == b"[DONE]":
+                # Read the body's end (the chunked encoding's last bytes follow at once): a
+                # response released unread closes its connection, and the next turn would
+                # pay a new one. A server that streams on after [DONE] is cut off.
+                with anyio.move_on_after(_DRAIN_S):
+                    async for _ in body:
+                        pass
+                return
+            yield _parse(payload, label), index < last
     if pending.startswith(b"data:"):
         data.append(_field_value(pending))
     if data and (payload := b"\n".join(data)) != b"[DONE]":
-        yield _parse(payload, label)
+        yield _parse(payload, label), False
 
 
 def _field_value(line: bytes) -> bytes:
@@ -512,10 +528,8 @@ def _parse(payload: bytes, label: str) -> dict[str, Any]:
     return chunk
 
 
-async def _next_chunk(
-    events: AsyncGenerator[dict[str, Any], None], label: str, timeout_s: float
-) -> dict[str, Any] | None:
-    """The next chunk, None at the end; transport failures as :class:`BackendError`."""
+async def _next_chunk(events: AsyncGenerator[_Event, None], label: str, timeout_s: float) -> _Event | None:
+    """The next event, None at the end; transport failures as :class:`BackendError`."""
     try:
         return await anext(events, None)
     except TimeoutError as exc:

@@ -223,9 +223,10 @@ async def collect(model: OpenAIBackend, request: GenerateRequest) -> tuple[list[
 
 
 async def test_streams_deltas_then_completion_with_usage(a: Running) -> None:
-    a.stand_in.enqueue(Reply("The Eiffel Tower, 1889.", usage=(42, 7)))
+    a.stand_in.enqueue(Reply("The Eiffel Tower, 1889.", usage=(42, 7), pause_s=0.05))
     model = backend(a.url)
     deltas, done = await collect(model, ask())
+    assert deltas[0] == "The "  # alone: the rest came 50 ms later
     assert len(deltas) > 1 and "".join(deltas) == done.text == "The Eiffel Tower, 1889."
     assert (done.finish_reason, done.prompt_tokens, done.completion_tokens) == ("stop", 42, 7)
     sent = a.stand_in.requests[0]
@@ -678,7 +679,19 @@ async def test_events_split_anywhere_and_crlf_lines_are_read(a: Running) -> None
     a.stand_in.enqueue(Raw([whole[i : i + 7] for i in range(0, len(whole), 7)]))
     model = backend(a.url)
     deltas, done = await collect(model, ask())
-    assert (deltas, done.text, done.finish_reason) == (["Par", "is"], "Paris", "stop")
+    assert ("".join(deltas), done.text, done.finish_reason) == ("Paris", "Paris", "stop")
+    assert deltas in (["Par", "is"], ["Paris"])  # apart, or joined when they were read together
+    await model.aclose()
+
+
+async def test_chunks_that_arrive_together_leave_as_one_delta(a: Running) -> None:
+    """A reader that fell behind (or a server that sent several chunks in one write) catches up
+    with one delta for what is there, not one per chunk: the same text, fewer events downstream."""
+    whole = b"".join(_event({"content": piece}) for piece in ("The ", "Eiff", "el T", "ower"))
+    a.stand_in.enqueue(Raw([whole + _event({}, "stop") + b"data: [DONE]\n\n"]))
+    model = backend(a.url)
+    deltas, done = await collect(model, ask())
+    assert (deltas, done.text) == (["The Eiffel Tower"], "The Eiffel Tower")
     await model.aclose()
 
 
