@@ -7,6 +7,7 @@ index for image search), one ``mmsr serve`` process is loaded at ``--concurrency
 
 - ``plain``: ``search_mode: off``, one plain model call (no protocol, no search);
 - ``protocol turn``: the model answers at once (mix ``direct``): one protocol turn, no search;
+- ``protocol turn, streamed``: the same with ``stream: true`` (server-sent events to the client);
 - ``image search``: the model searches the image, then answers (two turns, one local image search);
 - ``mixed``: direct / image / image then text, as benchmarks/gateway_load.py.
 
@@ -14,6 +15,8 @@ For each it reports the server process's CPU time (user + system, from /proc) pe
 model turn, and the model stand-in's own CPU per call for scale. Then, at concurrency 256, the
 server's resident memory at rest and its peak during the run (the difference per request in
 flight), and with ``--soak N`` the RSS after every tenth of N mixed requests (flat = no leak).
+The local image search's own CPU per search is measured in this process on the same images, so
+the per-turn figure the issue's target names (the search tool's work excluded) can be given.
 Writes OUT/gateway_cpu.md and OUT/gateway_cpu.json.
 """
 
@@ -36,11 +39,12 @@ from mmsr_bench.load.stack import StandinOptions, standin_stack
 from mmsr_bench.load.workload import load_workload
 from mmsr_bench.world import WorldConfig, build_world
 
-MIXES = {
-    "plain": ("direct=1", "off"),
-    "protocol turn": ("direct=1", "auto"),
-    "image search": ("image=1", "auto"),
-    "mixed": ("direct=1,image=1,image_text=1", "auto"),
+MIXES = {  # name: (the model stand-in's mix, search_mode, streamed)
+    "plain": ("direct=1", "off", False),
+    "protocol turn": ("direct=1", "auto", False),
+    "protocol turn, streamed": ("direct=1", "auto", True),
+    "image search": ("image=1", "auto", False),
+    "mixed": ("direct=1,image=1,image_text=1", "auto", False),
 }
 
 
@@ -56,9 +60,15 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def _run(items: list[Any], stack: Any, concurrency: int, requests: int, mode: str) -> dict[str, Any]:
+async def _run(
+    items: list[Any], stack: Any, concurrency: int, requests: int, mode: str, stream: bool = False
+) -> dict[str, Any]:
     options = RunOptions(
-        profiles=[Profile("concurrency", concurrency)], requests=requests, warmup=0, search_mode=mode
+        profiles=[Profile("concurrency", concurrency)],
+        requests=requests,
+        warmup=0,
+        search_mode=mode,
+        stream=stream,
     )
     server, model = stack.pids["server"], stack.pids["model"]
     before, model_before = _cpu_s(server), _cpu_s(model)
@@ -129,7 +139,7 @@ def main() -> None:
         build_world(world, WorldConfig(seed=0, entities=8, fresh_entities=2, stream=0))
         items = load_workload(world / "questions" / "test-unknown.jsonl")
         figures["image_search_cpu_ms"] = _image_search_cpu_ms(world / "corpus", items, args.concurrency)
-        for name, (mix, mode) in MIXES.items():
+        for name, (mix, mode, stream) in MIXES.items():
             standins = StandinOptions(
                 index=world / "corpus",
                 model_latency="0",
@@ -138,8 +148,9 @@ def main() -> None:
                 serve_args=("--max-concurrent-requests", "512", "--log-level", "warning"),
             )
             with standin_stack(standins) as stack:
-                asyncio.run(_run(items, stack, args.concurrency, 100, mode))  # warm-up
-                figures[name] = asyncio.run(_run(items, stack, args.concurrency, args.requests, mode))
+                asyncio.run(_run(items, stack, args.concurrency, 100, mode, stream))  # warm-up
+                run = _run(items, stack, args.concurrency, args.requests, mode, stream)
+                figures[name] = asyncio.run(run)
                 print(name, figures[name], file=sys.stderr, flush=True)
                 if name != "mixed":
                     continue

@@ -176,11 +176,15 @@ async def run_request(request: Request, body: ChatCompletionRequest, renderer: R
                 rt.metrics.in_flight.dec()
 
         handed_over = True
+
+        async def release_after() -> None:  # async: Starlette runs a plain function on a worker thread
+            release()
+
         content = _released(renderer.sse(run, replay(buffered, events)), release)
         return EventSourceResponse(
             content,
             ping=15,
-            background=BackgroundTask(release),
+            background=BackgroundTask(release_after),
             # a client that stops reading frees its slot: each send has this long to go out
             send_timeout=rt.settings.stream_send_timeout_s,
             shutdown_event=shutdown,
