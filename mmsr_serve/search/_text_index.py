@@ -17,6 +17,7 @@ a light suffix-stripping stemmer, close enough to Porter for choosing sentences.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -75,7 +76,10 @@ def fts_match(words: list[str]) -> str:
     return " OR ".join(f'"{w}"' for w in words)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _stem(word: str) -> str:
+    """The word without accents, case-folded, its commonest English suffix cut (memoised: the
+    words of pages and queries repeat, and this is the summariser's inner loop)."""
     word = "".join(c for c in unicodedata.normalize("NFKD", word) if not unicodedata.combining(c))
     word = word.casefold()
     for suffix in _SUFFIXES:
