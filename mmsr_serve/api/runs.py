@@ -90,15 +90,17 @@ async def merged(
     try:
         running = len(streams)
         while running:
-            if queue.empty():  # else the next event is there: no timer to arm
-                try:
+            try:
+                if queue.empty():
                     async with timeout_at(deadline):
                         item = await queue.get()
-                except asyncio.TimeoutError:
-                    limit = timeout_s if deadline_s is None else deadline_s
-                    raise RequestTimeout(f"the request did not finish within {limit:g} s") from None
-            else:
-                item = queue.get_nowait()
+                elif loop.time() < deadline:  # the next event is there: no timer to arm
+                    item = queue.get_nowait()
+                else:  # a backlog (a client reading slower than the model writes) times out too
+                    raise asyncio.TimeoutError
+            except asyncio.TimeoutError:
+                limit = timeout_s if deadline_s is None else deadline_s
+                raise RequestTimeout(f"the request did not finish within {limit:g} s") from None
             if item is _END:
                 running -= 1
             elif isinstance(item, Exception):
@@ -199,5 +201,13 @@ async def settle(tasks: Sequence[asyncio.Future[Any]]) -> None:
             task.exception()  # retrieved: no "exception was never retrieved" at collection
     if not pending:  # the usual end: nothing to wait for, no scope and no gather to build
         return
+    gathered = asyncio.gather(*pending, return_exceptions=True)
+    cancelled = False
     with anyio.CancelScope(shield=True):
-        await asyncio.gather(*pending, return_exceptions=True)
+        while not gathered.done():
+            try:  # a plain task.cancel() (a client that left) goes past anyio's shield: not past this
+                await asyncio.shield(gathered)
+            except asyncio.CancelledError:
+                cancelled = True
+    if cancelled:  # the clean-up is done: now the cancellation goes on
+        raise asyncio.CancelledError

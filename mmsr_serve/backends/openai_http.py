@@ -178,7 +178,12 @@ class OpenAIBackend(ModelBackend):
                 if held and not more:
                     yield Delta(pieces[-1] if held == 1 else "".join(pieces[-held:]))
                     held = 0
-                item = await _next_chunk(events, replica.label, self.timeout_s)
+                try:
+                    item = await _next_chunk(events, replica.label, self.timeout_s)
+                except BackendError:  # a failure after text in the same read: that text still goes out
+                    if held:
+                        yield Delta("".join(pieces[-held:]))
+                    raise
             if held:
                 yield Delta("".join(pieces[-held:]))
         finally:
@@ -490,7 +495,8 @@ async def _chunks(response: aiohttp.ClientResponse, label: str) -> AsyncGenerato
             elif not line and data:
                 complete.append(b"\n".join(data))
                 data = []
-        last = len(complete) - 1
+        # "more" means more text may follow now: [DONE] does not count (its drain may take a while)
+        last = len(complete) - 1 - (complete[-1:] == [b"[DONE]"])
         for index, payload in enumerate(complete):
             if payload == b"[DONE]":
                 # Read the body's end (the chunked encoding's last bytes follow at once): a

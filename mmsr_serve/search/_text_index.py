@@ -76,10 +76,19 @@ def fts_match(words: list[str]) -> str:
     return " OR ".join(f'"{w}"' for w in words)
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def _stem(word: str) -> str:
-    """The word without accents, case-folded, its commonest English suffix cut (memoised: the
-    words of pages and queries repeat, and this is the summariser's inner loop)."""
+    """The word without accents, case-folded, its commonest English suffix cut (memoised for
+    words of up to 64 characters: the words of pages and queries repeat, and this is the
+    summariser's inner loop; a page's long tokens are not kept)."""
+    return _stem_memo(word) if len(word) <= 64 else _stem_word(word)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _stem_memo(word: str) -> str:
+    return _stem_word(word)
+
+
+def _stem_word(word: str) -> str:
     word = "".join(c for c in unicodedata.normalize("NFKD", word) if not unicodedata.combining(c))
     word = word.casefold()
     for suffix in _SUFFIXES:

@@ -131,3 +131,43 @@ async def test_settle_waits_for_what_is_still_cleaning_up() -> None:
     await settle([done, busy])
     assert cleaned.is_set()
     await settle([done, busy])  # all done now: returns at once
+
+
+async def test_a_backlog_does_not_outrun_the_deadline() -> None:
+    """A client reading slower than the model writes keeps the queue full: the deadline holds."""
+
+    async def fast() -> AsyncIterator[Event]:
+        for _ in range(10_000):
+            await asyncio.sleep(0.001)
+            yield TurnStarted(turn=1)
+
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(RequestTimeout):
+        async for _ in merged([fast()], timeout_s=0.1):
+            await asyncio.sleep(0.005)  # the slow reader
+    assert asyncio.get_running_loop().time() - started < 1.0
+
+
+async def test_a_cancellation_during_settle_waits_for_the_clean_up() -> None:
+    """A plain task.cancel() (the disconnect watch's) goes past anyio's shield; settle still lets
+    the runs finish closing, then the cancellation goes on."""
+    cleaned = asyncio.Event()
+    settling = asyncio.Event()
+
+    async def run() -> None:
+        try:
+            await asyncio.sleep(30)
+        finally:
+            settling.set()
+            await asyncio.sleep(0.05)  # closing the backend's connection, say
+            cleaned.set()
+
+    busy = asyncio.ensure_future(run())
+    await asyncio.sleep(0)
+    busy.cancel()
+    waiting = asyncio.ensure_future(settle([busy]))
+    await settling.wait()
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert cleaned.is_set()

@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 import uvicorn
@@ -63,6 +63,7 @@ class Raw:
     """A 200 text/event-stream answer made of these bytes, sent as they are."""
 
     pieces: list[bytes]
+    gaps_s: list[float] = field(default_factory=list)  # a wait after piece i (none by default)
 
 
 class StandIn:
@@ -108,7 +109,7 @@ class StandIn:
             }
             return JSONResponse({"error": error}, status_code=action.status, headers=headers)
         if isinstance(action, Raw):
-            return StreamingResponse(_pieces(action.pieces), media_type="text/event-stream")
+            return StreamingResponse(_pieces(action.pieces, action.gaps_s), media_type="text/event-stream")
         return StreamingResponse(self._events(action, body), media_type="text/event-stream")
 
     async def _events(self, reply: Reply, body: dict[str, object]) -> AsyncIterator[str]:
@@ -146,10 +147,10 @@ class StandIn:
         yield "data: [DONE]\n\n"
 
 
-async def _pieces(pieces: list[bytes]) -> AsyncIterator[bytes]:
-    for piece in pieces:
+async def _pieces(pieces: list[bytes], gaps_s: list[float]) -> AsyncIterator[bytes]:
+    for index, piece in enumerate(pieces):
         yield piece
-        await asyncio.sleep(0)
+        await asyncio.sleep(gaps_s[index] if index < len(gaps_s) else 0)
 
 
 @dataclass
@@ -692,6 +693,31 @@ async def test_chunks_that_arrive_together_leave_as_one_delta(a: Running) -> Non
     model = backend(a.url)
     deltas, done = await collect(model, ask())
     assert (deltas, done.text) == (["The Eiffel Tower"], "The Eiffel Tower")
+    await model.aclose()
+
+
+async def test_text_read_with_the_end_is_not_held_while_the_body_drains(a: Running) -> None:
+    rest = _event({"content": " world"}) + _event({}, "stop") + b"data: [DONE]\n\n"
+    a.stand_in.enqueue(Raw([_event({"content": "Hello"}), rest], gaps_s=[0.05, 0.6]))  # body ends 0.6 s on
+    model = backend(a.url)
+    started, arrived = time.monotonic(), []
+    async for item in model.stream(ask()):
+        arrived.append((item.text if isinstance(item, Delta) else "(done)", time.monotonic() - started))
+    assert [text for text, _ in arrived] == ["Hello", " world", "(done)"]
+    assert arrived[1][1] < 0.4 < arrived[2][1]  # " world" at once; the completion after the drain
+    await model.aclose()
+
+
+async def test_text_read_with_a_failure_still_goes_out_before_it(a: Running) -> None:
+    failure = b'data: {"error": {"message": "engine dead"}}\n\n'
+    a.stand_in.enqueue(Raw([_event({"content": "Hello"}) + _event({"content": " world"}) + failure]))
+    model = backend(a.url)
+    deltas: list[str] = []
+    with pytest.raises(BackendError, match="engine dead"):
+        async for item in model.stream(ask()):
+            if isinstance(item, Delta):
+                deltas.append(item.text)
+    assert "".join(deltas) == "Hello world"
     await model.aclose()
 
 
