@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from mmsr_serve.api.body import replaying
 from mmsr_serve.api.errors import on_mmsr_error
 from mmsr_serve.api.pipeline import run_request
 from mmsr_serve.api.routes import ChatRenderer
@@ -45,7 +46,7 @@ class FastChatRoute:
         raw = b"".join(chunks)
         body = _validated(scope, raw)
         if body is None:
-            await self.app(scope, _replaying(raw, receive), send)
+            await self.app(scope, replaying(raw, receive), send)
             return
         request = Request(scope, receive)
         try:
@@ -65,16 +66,3 @@ def _validated(scope: Scope, raw: bytes) -> ChatCompletionRequest | None:
         return ChatCompletionRequest.model_validate_json(raw)
     except ValidationError:
         return None
-
-
-def _replaying(raw: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": raw, "more_body": False}
-        return await receive()
-
-    return replay

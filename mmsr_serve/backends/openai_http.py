@@ -176,7 +176,7 @@ class OpenAIBackend(ModelBackend):
                         # vLLM's field, then SGLang's; both hold a token id when a stop token ended it.
                         stop_reason = choice.get("stop_reason") or choice.get("matched_stop")
                 if held and not more:
-                    yield Delta(pieces[-1] if held == 1 else "".join(pieces[-held:]))
+                    yield Delta("".join(pieces[-held:]))
                     held = 0
                 try:
                     item = await _next_chunk(events, replica.label, self.timeout_s)
