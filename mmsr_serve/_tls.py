@@ -1,10 +1,10 @@
-"""The TLS client context of mmsr's own httpx clients: built once per process, then shared.
+"""The TLS client context of mmsr's own HTTP clients: built once per process, then shared.
 
 httpx builds a new :class:`ssl.SSLContext` for every client it creates, and building one parses
-the whole CA bundle: about 30 ms of CPU, spent on the event loop. :class:`~mmsr_serve.fetch.SafeFetcher`
-opens a client for every fetch (connections are not reused across hops), so each image or page it
-read paid that again. :func:`client_ssl_context` is the context httpx would build by default
-(``httpx.create_ssl_context``: certificates verified against certifi's bundle, or against
+the whole CA bundle: about 30 ms of CPU, spent on the event loop. The search providers' httpx
+clients and :class:`~mmsr_serve.fetch.SafeFetcher`'s aiohttp sessions (one per fetch without
+keepalive) take this one instead. :func:`client_ssl_context` is the context httpx would build by
+default (``httpx.create_ssl_context``: certificates verified against certifi's bundle, or against
 ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` when the client trusts the environment), built on first use.
 Sharing it is what an ``SSLContext`` is for: host names are checked per connection, and client
 TLS sessions are never resumed across connections unless asked for.

@@ -8,21 +8,26 @@ private network). :class:`SafeFetcher`, for every hop including each redirect:
 - resolves the host and refuses it if ANY address is not public: loopback, private, link-local,
   shared (100.64/10), multicast, reserved, unspecified, site-local, or an IPv6 address embedding
   such an IPv4 one (IPv4-mapped ``::ffff:a.b.c.d``, 6to4, NAT64);
-- connects to an address it checked (the URL's host is swapped for the IP; ``Host`` header and
-  TLS server name stay the hostname, so certificates are still verified), which defeats DNS
-  rebinding between the check and the connection. With ``keepalive``, connections are kept for
-  the next fetch from the same host name only (one connection pool per scheme, host name and
-  port, so a TLS connection verified for one name never carries another's requests); the
-  address check still runs for every fetch;
+- connects only to addresses it checked: the connection's resolver answers with the addresses
+  this hop's check accepted (no second lookup that a rebinding DNS server could answer
+  differently); the ``Host`` header and the TLS server name stay the hostname, so certificates
+  are still verified. With ``keepalive``, connections are kept for the next fetch from the same
+  host name and port only (aiohttp pools them by scheme, host name and port, so a TLS connection
+  verified for one name never carries another's requests); the address check still runs for
+  every fetch, kept connection or not;
 - follows at most ``max_redirects`` redirects itself; streams the body and stops past
   ``max_bytes`` (decoded bytes, so compression bombs stop too); gives up after ``timeout_s`` for
-  the whole fetch, redirects included. HTTP proxies from the environment are ignored.
+  the whole fetch, redirects included. HTTP proxies from the environment are ignored, and no
+  cookie is kept.
 
 ``allow`` lists exceptions for local development and tests: hostnames (any address they resolve
 to is accepted) or networks such as ``127.0.0.1`` or ``10.0.0.0/8``, each on any port or only on
 the one it names (``127.0.0.1:8080``, ``[::1]:8080``, ``pictures.test:8443``). Nothing non-public is
 reachable by default. Errors are :class:`FetchError` (a :class:`SearchError`, so a failed page
 read becomes a tool result), or :class:`ImageError` from :meth:`SafeFetcher.fetch_image`.
+
+The wire is aiohttp, as for the model backend: about a third of httpx's CPU per fetch here
+(benchmarks/results/gateway_perf.md).
 """
 
 from __future__ import annotations
@@ -30,14 +35,18 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 import zlib
-from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-import httpx
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
+from mmsr_serve._timeouts import timeout
 from mmsr_serve._tls import client_ssl_context
 from mmsr_serve.errors import FetchError, ImageError
 
@@ -50,15 +59,12 @@ DEFAULT_TIMEOUT_S = 20.0
 USER_AGENT = "mmsr-fetch/0.1"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-
-
 _DECODABLE = frozenset({"gzip", "x-gzip", "deflate"})
-_MAX_HOSTS = 64  # host names whose connections are kept (keepalive)
-_KEPT_PER_HOST = 4
+_CONNECTIONS = 256  # open at once, kept ones included (keepalive); more wait for one to free
+_HEADER_BYTES = 65536  # a response header line or field: pages' CSP and cookie headers run long
 
-
-async def _replay(data: bytes) -> AsyncIterator[bytes]:
-    yield data
+# The addresses this hop's check accepted, for the connection's resolver: (host, port, addresses).
+_CHECKED: ContextVar[tuple[str, int, tuple[str, ...]] | None] = ContextVar("mmsr_fetch_checked", default=None)
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,38 @@ def _accepts(content_type: str, accept: Sequence[str]) -> bool:
     return False
 
 
+class _CheckedResolver(AbstractResolver):
+    """The connector's resolver: the addresses the current hop's check accepted for this host and
+    port; any other host is resolved and checked here (no connection goes to an unchecked one)."""
+
+    def __init__(self, fetcher: SafeFetcher) -> None:
+        self._fetcher = fetcher
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        checked = _CHECKED.get()
+        if checked is not None and checked[:2] == (host, port):
+            addresses = checked[2]
+        else:
+            addresses = tuple(await self._fetcher._checked_addresses(host, port, host))
+        flags = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=flags,
+            )
+            for address in addresses
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
 class SafeFetcher:
     """Fetch http(s) URLs without reaching private addresses; see the module docstring."""
 
@@ -116,17 +154,18 @@ class SafeFetcher:
         max_bytes: int = DEFAULT_MAX_BYTES,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_redirects: int = 5,
-        transport: httpx.AsyncBaseTransport | None = None,
         keepalive: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """``ssl_context`` verifies servers' certificates (default: certifi's bundle); ``keepalive``
+        keeps connections for later fetches until :meth:`aclose` (without it, none is kept)."""
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
         self.max_redirects = max_redirects
-        self._transport = transport
-        self._keepalive = keepalive and transport is None
-        self._pools: OrderedDict[tuple[str, str, int | None], httpx.AsyncClient] = OrderedDict()
-        self._busy: Counter[tuple[str, str, int | None]] = Counter()
-        self._closing: set[asyncio.Task[None]] = set()
+        self._keepalive = keepalive
+        self._ssl = ssl_context
+        self._session: aiohttp.ClientSession | None = None
+        self._session_loop: asyncio.AbstractEventLoop | None = None
         self._allowed_hosts: dict[str, set[int | None]] = {}
         self._allowed_nets: list[tuple[IPNetwork, int | None]] = []
         for entry in allow:
@@ -150,24 +189,35 @@ class SafeFetcher:
         have; a response outside 2xx, or larger than ``max_bytes``, raises :class:`FetchError`."""
         limit = self.max_bytes if max_bytes is None else max_bytes
         try:
-            return await asyncio.wait_for(self._fetch(url, limit, accept), self.timeout_s)
+            async with timeout(self.timeout_s), self._client() as client:
+                return await self._fetch(client, url, limit, accept)
         except asyncio.TimeoutError:
             raise FetchError(f"fetching {url} took longer than {self.timeout_s:g} s", url=url) from None
 
-    async def _fetch(self, url: str, limit: int, accept: tuple[str, ...] | None) -> Fetched:
-        headers = {"User-Agent": USER_AGENT, "Accept": ", ".join(accept) if accept else "*/*"}
+    async def _fetch(
+        self, client: aiohttp.ClientSession, url: str, limit: int, accept: tuple[str, ...] | None
+    ) -> Fetched:
+        headers = {
+            "User-Agent": USER_AGENT,
+            "Accept": ", ".join(accept) if accept else "*/*",
+            "Accept-Encoding": "gzip, deflate",
+        }
         current = self._checked_url(url)
         for _ in range(self.max_redirects + 1):
-            async with self._client(current) as client, self._open(client, current, headers) as response:
+            async with self._open(client, current, headers) as response:
                 location = response.headers.get("location")
-                if response.status_code in _REDIRECTS and location:
-                    current = self._checked_url(str(current.join(location)))
+                if response.status in _REDIRECTS and location:
+                    try:
+                        target = str(current.join(URL(location)))
+                    except ValueError as exc:
+                        raise FetchError(
+                            f"{current} redirected to an invalid URL: {exc}", url=str(current)
+                        ) from None
+                    current = self._checked_url(target)
                     continue
-                if not 200 <= response.status_code < 300:
+                if not 200 <= response.status < 300:
                     raise FetchError(
-                        f"{current} answered HTTP {response.status_code}",
-                        url=str(current),
-                        status=response.status_code,
+                        f"{current} answered HTTP {response.status}", url=str(current), status=response.status
                     )
                 content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
                 if accept and not _accepts(content_type, accept):
@@ -176,57 +226,55 @@ class SafeFetcher:
                         url=str(current),
                     )
                 data = await self._read(response, limit, current)
-                return Fetched(str(current), response.status_code, content_type, data)
+                return Fetched(str(current), response.status, content_type, data)
         raise FetchError(f"{url} redirected more than {self.max_redirects} times", url=url)
 
     @asynccontextmanager
-    async def _client(self, url: httpx.URL) -> AsyncIterator[httpx.AsyncClient]:
-        """The client for a request to ``url``: a new one that keeps no connection, or with
-        ``keepalive`` the pooled one of the URL's scheme, host name and port."""
+    async def _client(self) -> AsyncIterator[aiohttp.ClientSession]:
+        """The session of this fetch: with ``keepalive`` the fetcher's (one per event loop), without
+        it a new one that keeps no connection, closed after the fetch."""
         if not self._keepalive:
-            client = self._new_client(keepalive=False)
+            session = self._new_session(keepalive=False)
             try:
-                yield client
+                yield session
             finally:
-                if self._transport is None:  # a transport passed in belongs to the caller
-                    await client.aclose()
+                await session.close()
             return
-        key = (url.scheme, url.host, url.port)
-        client = self._pools.pop(key) if key in self._pools else self._new_client(keepalive=True)
-        self._pools[key] = client  # the most recently used last
-        self._busy[key] += 1
-        try:
-            yield client
-        finally:
-            self._busy[key] -= 1
-            self._evict()
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._session_loop is not loop:
+            self._session, self._session_loop = self._new_session(keepalive=True), loop
+        yield self._session
 
-    def _new_client(self, *, keepalive: bool) -> httpx.AsyncClient:
-        limits = httpx.Limits(max_keepalive_connections=_KEPT_PER_HOST if keepalive else 0)
-        return httpx.AsyncClient(
-            transport=self._transport,
-            timeout=self.timeout_s,
-            limits=limits,
-            trust_env=False,
-            verify=client_ssl_context(trust_env=False),
+    def _new_session(self, *, keepalive: bool) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            resolver=_CheckedResolver(self),
+            use_dns_cache=False,  # every new connection takes the addresses its fetch just checked
+            ssl=self._ssl or client_ssl_context(trust_env=False),
+            limit=_CONNECTIONS,
+            limit_per_host=0,
+            force_close=not keepalive,
         )
-
-    def _evict(self) -> None:
-        """Close the least recently used idle pools beyond ``_MAX_HOSTS``."""
-        for key in [k for k in self._pools if not self._busy[k]][: max(0, len(self._pools) - _MAX_HOSTS)]:
-            task = asyncio.get_running_loop().create_task(self._pools.pop(key).aclose())
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+        return aiohttp.ClientSession(
+            connector=connector,
+            trust_env=False,
+            auto_decompress=False,  # decoded here, with a bound (see _read)
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(total=None),  # the fetch's own deadline covers every hop
+            max_line_size=_HEADER_BYTES,
+            max_field_size=_HEADER_BYTES,
+        )
 
     async def aclose(self) -> None:
         """Close the kept connections (``keepalive``)."""
-        pools, self._pools = list(self._pools.values()), OrderedDict()
-        await asyncio.gather(*(client.aclose() for client in pools), *self._closing)
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
 
-    def _checked_url(self, url: str) -> httpx.URL:
+    def _checked_url(self, url: str) -> URL:
         try:
-            parsed = httpx.URL(url)
-        except (httpx.InvalidURL, TypeError) as exc:
+            parsed = URL(url)
+            _ = parsed.port  # yarl checks the port's range when it is read
+        except (ValueError, TypeError) as exc:
             raise FetchError(f"invalid URL {url!r}: {exc}", url=url) from None
         if parsed.scheme not in ("http", "https"):
             raise FetchError(
@@ -234,7 +282,7 @@ class SafeFetcher:
             )
         if not parsed.raw_host:
             raise FetchError(f"URL without a host: {url}", url=url)
-        if parsed.userinfo:
+        if parsed.user is not None or parsed.password is not None:
             raise FetchError("URLs with credentials are refused", url=url)
         return parsed
 
@@ -250,57 +298,57 @@ class SafeFetcher:
         )
         return in_allow_list or is_public_address(addr)
 
-    async def _addresses(self, url: httpx.URL) -> list[str]:
-        """The checked addresses to connect to for ``url``'s host."""
-        host = url.raw_host.decode("ascii")
-        port = url.port or (443 if url.scheme == "https" else 80)
-        loop = asyncio.get_running_loop()
+    async def _checked_addresses(self, host: str, port: int, shown: str) -> list[str]:
+        """The addresses of ``host`` if every one may be fetched from on ``port``; ``shown`` names
+        the host in errors."""
         try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError) as exc:
-            raise FetchError(f"cannot resolve {url.host}", url=str(url)) from exc
+            raise FetchError(f"cannot resolve {shown}") from exc
         addresses = list(dict.fromkeys(str(info[4][0]).split("%")[0] for info in infos))
         ports = self._allowed_hosts.get(host.casefold().rstrip("."), set())
         if None in ports or port in ports:
             return addresses
         if not addresses or not all(self._allowed(ipaddress.ip_address(a), port) for a in addresses):
             raise FetchError(
-                f"refusing to fetch from {url.host}: it resolves to a non-public address"
-                " (private, loopback, link-local or reserved)",
-                url=str(url),
+                f"refusing to fetch from {shown}: it resolves to a non-public address"
+                " (private, loopback, link-local or reserved)"
             )
         return addresses
 
     @asynccontextmanager
     async def _open(
-        self, client: httpx.AsyncClient, url: httpx.URL, headers: dict[str, str]
-    ) -> AsyncIterator[httpx.Response]:
-        """Send the request to the first checked address that accepts a connection."""
-        hop_headers = {"Accept-Encoding": "gzip, deflate", **headers, "Host": url.netloc.decode("ascii")}
-        extensions = {"sni_hostname": url.raw_host.decode("ascii")} if url.scheme == "https" else {}
-        failure: Exception | None = None
-        for address in await self._addresses(url):
-            request = client.build_request("GET", url.copy_with(host=address), headers=hop_headers)
-            request.extensions.update(extensions)
+        self, client: aiohttp.ClientSession, url: URL, headers: dict[str, str]
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Check the URL's host, then send the request (to the checked addresses, in turn)."""
+        host = url.raw_host or ""
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            addresses = await self._checked_addresses(host, port, url.host or host)
+        except FetchError as exc:
+            raise FetchError(str(exc), url=str(url)) from exc.__cause__
+        token = _CHECKED.set((host, port, tuple(addresses)))
+        try:
             try:
-                response = await client.send(request, stream=True)
-            except httpx.ConnectError as exc:
-                failure = exc
-                continue
-            except httpx.HTTPError as exc:
+                response = await client.get(url, headers=headers, allow_redirects=False)
+            except aiohttp.ClientConnectorError as exc:
+                raise FetchError(
+                    f"cannot connect to {url.host}: {exc.os_error or exc}", url=str(url)
+                ) from exc
+            except (aiohttp.ClientError, ValueError) as exc:
                 raise FetchError(f"cannot fetch {url}: {exc}", url=str(url)) from exc
-            try:
-                yield response
-            finally:
-                await response.aclose()
-            return
-        raise FetchError(f"cannot connect to {url.host}: {failure}", url=str(url))
+        finally:
+            _CHECKED.reset(token)
+        try:
+            yield response
+        finally:
+            response.release()
 
-    async def _read(self, response: httpx.Response, limit: int, url: httpx.URL) -> bytes:
+    async def _read(self, response: aiohttp.ClientResponse, limit: int, url: URL) -> bytes:
         """The body, at most ``limit`` bytes *after* decompression.
 
-        httpx would decode every coding the server names, fully, before we could count: a few kB
-        sent as ``gzip, gzip`` become gigabytes. So the raw bytes are read and a single gzip or
+        A client would decode every coding the server names, fully, before we could count: a few
+        kB sent as ``gzip, gzip`` become gigabytes. So the raw bytes are read and a single gzip or
         deflate coding is undone here with an output bound; anything else is refused.
         """
         declared = response.headers.get("content-length", "")
@@ -312,20 +360,16 @@ class SafeFetcher:
             names = ", ".join(codings)
             raise FetchError(f"{url} uses an unsupported content encoding: {names}", url=str(url))
         inflate = zlib.decompressobj(32 + zlib.MAX_WBITS) if codings else None  # gzip or zlib header
-        if response.is_stream_consumed:  # a transport that read the body itself (tests' MockTransport)
-            inflate, body = None, _replay(response.content)
-        else:
-            body = response.aiter_raw()
         chunks: list[bytes] = []
         size = 0
         try:
-            async for raw in body:
+            async for raw in response.content.iter_any():
                 chunk = inflate.decompress(raw, limit - size + 1) if inflate else raw
                 size += len(chunk)
                 if size > limit:
                     raise FetchError(f"{url} is larger than the {limit} bytes allowed", url=str(url))
                 chunks.append(chunk)
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise FetchError(f"cannot read {url}: {exc}", url=str(url)) from exc
         except zlib.error as exc:
             raise FetchError(f"{url} sent a corrupt {codings[0]} body: {exc}", url=str(url)) from exc

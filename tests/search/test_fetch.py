@@ -7,12 +7,13 @@ import functools
 import gzip
 import ipaddress
 import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import pytest
+import trustme
 from PIL import Image
 
 from mmsr_serve.errors import ImageError
@@ -262,22 +263,48 @@ def test_is_public_address(address: str, public: bool) -> None:
 async def test_https_keeps_the_hostname_for_tls_and_tries_each_address(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    resolver = _fake_resolver({"secure.test": ["2606:4700::6810:1", "93.184.215.14"]})
-    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", resolver)
-    seen: list[httpx.Request] = []
+    """The connection goes to the checked addresses in turn (nothing listens on the first), while
+    TLS still names and verifies the URL's host: its certificate is for ``secure.test``."""
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("secure.test").configure_cert(server_ctx)
+    server_names: list[str | None] = []
+    server_ctx.sni_callback = lambda _sock, name, _ctx: server_names.append(name)  # type: ignore[assignment]
+    requests: list[tuple[str, str]] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        if request.url.host == "2606:4700::6810:1":
-            raise httpx.ConnectError("no route to host", request=request)
-        return httpx.Response(200, headers={"Content-Type": "image/png"}, content=PNG)
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            _, path, _ = (await reader.readline()).decode().split(" ", 2)
+            host = ""
+            while (line := (await reader.readline()).decode().strip()) != "":
+                name, _, value = line.partition(":")
+                host = value.strip() if name.lower() == "host" else host
+            requests.append((path, host))
+            head = f"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {len(PNG)}\r\n\r\n"
+            writer.write(head.encode() + PNG)
+            await writer.drain()
+        except (ConnectionError, ssl.SSLError, ValueError):
+            pass
+        finally:
+            writer.close()
 
-    fetcher = SafeFetcher(transport=httpx.MockTransport(handler))
-    assert await fetcher.fetch_image("https://secure.test/a.png?x=1") == PNG
-    assert [r.url.host for r in seen] == ["2606:4700::6810:1", "93.184.215.14"]
-    last = seen[-1]
-    assert str(last.url) == "https://93.184.215.14/a.png?x=1"
-    assert last.headers["host"] == "secure.test" and last.extensions["sni_hostname"] == "secure.test"
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_ctx)
+    port = srv.sockets[0].getsockname()[1]
+    table = {"secure.test": ["127.0.0.2", "127.0.0.1"], "other.test": ["127.0.0.1"]}
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", _fake_resolver(table))
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    fetcher = SafeFetcher(allow=["127.0.0.0/8"], ssl_context=client_ctx)
+    async with srv:
+        assert await fetcher.fetch_image(f"https://secure.test:{port}/a.png?x=1") == PNG
+        assert requests == [("/a.png?x=1", f"secure.test:{port}")] and server_names == ["secure.test"]
+        with pytest.raises(FetchError, match="cannot connect"):  # the certificate is not other.test's
+            await fetcher.fetch(f"https://other.test:{port}/a.png")
+        table["secure.test"] = ["127.0.0.2"]  # only an address where nothing listens: no other lookup
+        with pytest.raises(FetchError, match="cannot connect"):
+            await fetcher.fetch(f"https://secure.test:{port}/a.png")
+        assert len(requests) == 1
+        srv.close()
 
 
 @functools.cache
