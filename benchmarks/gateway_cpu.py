@@ -15,8 +15,11 @@ For each it reports the server process's CPU time (user + system, from /proc) pe
 model turn, and the model stand-in's own CPU per call for scale. Then, at concurrency 256, the
 server's resident memory at rest and its peak during the run (the difference per request in
 flight), and with ``--soak N`` the RSS after every tenth of N mixed requests (flat = no leak).
-The local image search's own CPU per search is measured in this process on the same images, so
-the per-turn figure the issue's target names (the search tool's work excluded) can be given.
+The search tools' own CPU per search is measured in this process, as the server runs them: the
+local image search on the workload's images, and the text search (the SearXNG call to the web
+stand-in, the page reads and their extraction, the summaries) on the stand-in model's queries,
+against the mixed row's stand-ins. So the per-turn figure the issue's target names (the search
+tool's work excluded) can be given.
 Writes OUT/gateway_cpu.md and OUT/gateway_cpu.json.
 """
 
@@ -120,6 +123,42 @@ def _image_search_cpu_ms(corpus: Path, items: list[Any], concurrency: int, searc
             index.close()
 
 
+def _text_search_cpu_ms(
+    stack: Any, corpus: Path, items: list[Any], concurrency: int, searches: int = 120
+) -> float:
+    """The text search's own CPU per search, run here with the tools the server builds from the
+    same settings (as the client-side loop of ``mmsr bench`` does), on the queries the model
+    stand-in writes for the workload's questions, ``concurrency`` at a time: this process's CPU
+    over ``searches`` / ``searches``. The search cache is off, as for the server."""
+    from mmsr_bench.standins.play import _query
+    from mmsr_serve.config import AgentConfig
+
+    env = {**os.environ, "SEARXNG_BASE_URL": stack.web_url}
+    agent = AgentConfig.load(None, env=env, **stack.agent_settings(), index=corpus, search_cache="off")
+    queries = [_query(i.question) for i in items]
+
+    async def measure() -> float:
+        tools = agent.build_search()
+        assert tools.text is not None
+        try:
+            tools.warm()
+            await tools.text.search_text(queries[0], agent.limits().top_k)  # warm: imports, connections
+            gate = asyncio.Semaphore(concurrency)
+
+            async def one(n: int) -> None:
+                async with gate:
+                    assert tools.text is not None
+                    await tools.text.search_text(queries[n % len(queries)], agent.limits().top_k)
+
+            before = time.process_time()
+            await asyncio.gather(*(one(n) for n in range(searches)))
+            return (time.process_time() - before) / searches
+        finally:
+            await tools.aclose()
+
+    return 1000 * asyncio.run(measure())
+
+
 def _watch_rss(pid: int, stop: threading.Event, peak: list[float]) -> None:
     while not stop.wait(0.05):
         peak[0] = max(peak[0], _rss_mb(pid))
@@ -154,6 +193,9 @@ def main() -> None:
                 print(name, figures[name], file=sys.stderr, flush=True)
                 if name != "mixed":
                     continue
+                figures["text_search_cpu_ms"] = _text_search_cpu_ms(
+                    stack, world / "corpus", items, args.concurrency
+                )
                 server = stack.pids["server"]
                 rest = _rss_mb(server)
                 stop, peak = threading.Event(), [rest]
@@ -185,23 +227,30 @@ def main() -> None:
         f"{os.cpu_count()} CPUs; load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after; "
         f"{args.requests} requests per row at concurrency {args.concurrency} after 100 warm-ups; 0 ms "
         "model and web stand-ins. CPU: the `mmsr serve` process's user + system time over the run, "
-        "searches included. The local image search's own CPU (hashing the query image, scanning the "
-        f"index), measured in this process on the same images at the same concurrency: "
-        f'{figures["image_search_cpu_ms"]:.2f} ms per search; the column "image search excluded" '
-        "subtracts it per image search (text searches, against the web stand-in, are not subtracted).",
+        "searches included. The search tools' own CPU, measured in this process at the same "
+        "concurrency: the local image search (hashing the query image, scanning the index) on the "
+        f"same images, {figures['image_search_cpu_ms']:.2f} ms per search; the text search (the "
+        "SearXNG call, page reads, extraction, summaries) against the mixed row's stand-ins, "
+        f'{figures["text_search_cpu_ms"]:.2f} ms per search. The column "search work excluded" '
+        "subtracts them per search of each kind.",
         "",
-        "| workload | turns/req | searches/req | CPU ms/request | CPU ms/turn | CPU ms/turn, image search "
+        "| workload | turns/req | searches/req | CPU ms/request | CPU ms/turn | CPU ms/turn, search work "
         "excluded | stand-in model CPU ms/call | p50 ms | req/s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in MIXES:
         f = figures[name]
-        own = f["cpu_ms_per_request"] - f["image_searches_per_request"] * figures["image_search_cpu_ms"]
-        f["cpu_ms_per_turn_image_search_excluded"] = own / f["turns_per_request"]
+        text = f["searches_per_request"] - f["image_searches_per_request"]
+        own = (
+            f["cpu_ms_per_request"]
+            - f["image_searches_per_request"] * figures["image_search_cpu_ms"]
+            - text * figures["text_search_cpu_ms"]
+        )
+        f["cpu_ms_per_turn_search_excluded"] = own / f["turns_per_request"]
         lines.append(
             f"| {name} | {f['turns_per_request']:.2f} | {f['searches_per_request']:.2f} | "
             f"{f['cpu_ms_per_request']:.2f} | {f['cpu_ms_per_turn']:.2f} | "
-            f"{f['cpu_ms_per_turn_image_search_excluded']:.2f} | {f['model_cpu_ms_per_call']:.2f} | "
+            f"{f['cpu_ms_per_turn_search_excluded']:.2f} | {f['model_cpu_ms_per_call']:.2f} | "
             f"{f['p50_ms']:.0f} | {f['rps']:.0f} |"
         )
     m = figures["memory"]
