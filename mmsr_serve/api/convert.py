@@ -208,7 +208,9 @@ def _parts(msg: RequestMessage, index: int) -> list[tuple[str, str]]:
 
 async def _all(loads: list[Coroutine[Any, Any, InputImage]]) -> list[InputImage]:
     """The images loaded at once (fetches of image URLs overlap); the first failure cancels the
-    rest and is raised."""
+    rest and is raised. A single image is loaded in the request's own task."""
+    if len(loads) == 1:
+        return [await loads[0]]
     tasks = [asyncio.ensure_future(load) for load in loads]
     try:
         return list(await asyncio.gather(*tasks))

@@ -8,6 +8,7 @@ the agent loop turns that into a tool result the model reads.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -17,6 +18,7 @@ from mmsr_serve.errors import ImageError
 from mmsr_serve.images import InputImage, decode_image
 
 THUMBNAIL_MAX_PIXELS = 256 * 256
+_DECODED_THUMBNAILS = 64  # at most about 200 kB each: a few popular images of a corpus stay decoded
 
 
 @dataclass(frozen=True)
@@ -34,12 +36,17 @@ class ImageHit:
 
     def decoded_thumbnail(self) -> InputImage | None:
         """:meth:`thumbnail_image` with its encoded bytes (sent as they are where they fit)."""
-        if self.thumbnail is None:
-            return None
-        try:
-            return decode_image(self.thumbnail, max_pixels=THUMBNAIL_MAX_PIXELS)
-        except ImageError:
-            return None
+        return None if self.thumbnail is None else _decoded_thumbnail(self.thumbnail)
+
+
+@functools.lru_cache(maxsize=_DECODED_THUMBNAILS)
+def _decoded_thumbnail(data: bytes) -> InputImage | None:
+    """Decoded once for every search that finds the same picture (a local corpus's hits repeat;
+    the result is never changed in place: backends read it, and copy to resize or hash)."""
+    try:
+        return decode_image(data, max_pixels=THUMBNAIL_MAX_PIXELS)
+    except ImageError:
+        return None
 
 
 @dataclass(frozen=True)

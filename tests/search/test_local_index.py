@@ -340,3 +340,16 @@ def test_the_signature_scan_is_the_smallest_hamming_distance_over_all_crop_pairs
     found = ix.SignatureTable(corpus).min_distances(query)
     assert found.dtype == np.int64 and (found == expected).all() and found[5] == 0
     assert (ix.min_distances(query, corpus) == expected).all()
+
+
+async def test_a_thumbnail_found_again_is_decoded_once(index: LocalIndex, shared_corpus: Path) -> None:
+    """Every search that finds the same picture shares its decoded thumbnail (the results turn
+    decodes each hit's thumbnail); a hit whose bytes are not an image has none."""
+    doc = next(d for d in read_docs(shared_corpus) if "image" in d)
+    with Image.open(shared_corpus / doc["image"]) as original:
+        query = await _query_image(original.convert("RGB"))
+    first, again = [(await index.search_image(query, 5)).hits[0] for _ in range(2)]
+    assert isinstance(first, ImageHit) and isinstance(again, ImageHit)
+    decoded = first.decoded_thumbnail()
+    assert decoded is not None and again.decoded_thumbnail() is decoded
+    assert ImageHit("t", "u", b"not an image").decoded_thumbnail() is None
