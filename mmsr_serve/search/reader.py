@@ -53,33 +53,49 @@ _WARM_PAGE = b"<html><head><title>t</title></head><body><article><p>A page.</p><
 
 
 def extract_main_text(data: bytes, content_type: str, url: str | None = None) -> tuple[str, str]:
-    """``(title, text)`` of a fetched page (CPU-bound: call it in a worker thread)."""
+    """``(title, text)`` of a fetched page (CPU-bound: call it in a worker thread). The HTML is
+    parsed once: the title is read from the tree before the extraction prunes it."""
     if content_type == "text/plain":
         return "", data.decode("utf-8", "replace").strip()
     import trafilatura
 
+    tree = _parsed(data)
+    title = page_title(data if tree is None else tree)
     doc: Any = trafilatura.bare_extraction(
-        data, url=url, with_metadata=False, include_comments=False, include_tables=True
+        data if tree is None else tree,
+        url=url,
+        with_metadata=False,
+        include_comments=False,
+        include_tables=True,
     )
     text = (getattr(doc, "text", None) or "") if doc else ""
-    title = page_title(data)
     if not text:
         text = trafilatura.html2txt(data) or ""
     return title.strip(), text.strip()
 
 
-def page_title(data: bytes) -> str:
-    """The page's title as trafilatura's metadata extraction finds it (meta tags, then JSON-LD,
-    then the title and heading elements), without the rest of that extraction: dates, authors,
-    categories and site names took 70% of reading a page and are not used here."""
+def _parsed(data: bytes) -> Any:
+    """The page's tree as trafilatura parses it, or None (trafilatura then takes the bytes)."""
+    try:
+        from trafilatura.utils import load_html
+    except ImportError:  # another trafilatura layout
+        return None
+    return load_html(data)
+
+
+def page_title(page: Any) -> str:
+    """The page's title (bytes, or the tree trafilatura parsed) as trafilatura's metadata
+    extraction finds it (meta tags, then JSON-LD, then the title and heading elements), without
+    the rest of that extraction: dates, authors, categories and site names took 70% of reading a
+    page and are not used here."""
     try:
         from trafilatura.metadata import examine_meta, extract_meta_json, extract_title
         from trafilatura.utils import load_html
     except ImportError:  # another trafilatura layout: the whole metadata extraction
         import trafilatura
 
-        return str(getattr(trafilatura.extract_metadata(data), "title", None) or "")
-    tree = load_html(data)
+        return str(getattr(trafilatura.extract_metadata(page), "title", None) or "")
+    tree = load_html(page)  # a tree is taken as it is
     if tree is None:
         return ""
     meta = examine_meta(tree)
