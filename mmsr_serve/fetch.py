@@ -37,7 +37,7 @@ import ipaddress
 import socket
 import ssl
 import zlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -112,6 +112,13 @@ def _accepts(content_type: str, accept: Sequence[str]) -> bool:
     return False
 
 
+async def _close_at_loop_end(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        await session.close()
+
+
 class _CheckedResolver(AbstractResolver):
     """The connector's resolver: the addresses the current hop's check accepted for this host and
     port; any other host is resolved and checked here (no connection goes to an unchecked one)."""
@@ -166,6 +173,7 @@ class SafeFetcher:
         self._ssl = ssl_context
         self._session: aiohttp.ClientSession | None = None
         self._session_loop: asyncio.AbstractEventLoop | None = None
+        self._holder: AsyncGenerator[None, None] | None = None
         self._allowed_hosts: dict[str, set[int | None]] = {}
         self._allowed_nets: list[tuple[IPNetwork, int | None]] = []
         for entry in allow:
@@ -242,7 +250,13 @@ class SafeFetcher:
             return
         loop = asyncio.get_running_loop()
         if self._session is None or self._session.closed or self._session_loop is not loop:
-            self._session, self._session_loop = self._new_session(keepalive=True), loop
+            session = self._new_session(keepalive=True)
+            # Closed in its own loop at the latest when asyncio.run ends that loop: the loop's
+            # shutdown_asyncgens() closes every open async generator, this holder included (a
+            # fetcher used under several asyncio.run calls, as training steps do, leaks nothing).
+            holder = _close_at_loop_end(session)
+            await holder.__anext__()
+            self._session, self._session_loop, self._holder = session, loop, holder
         yield self._session
 
     def _new_session(self, *, keepalive: bool) -> aiohttp.ClientSession:
@@ -266,9 +280,9 @@ class SafeFetcher:
 
     async def aclose(self) -> None:
         """Close the kept connections (``keepalive``)."""
-        session, self._session = self._session, None
-        if session is not None and not session.closed:
-            await session.close()
+        holder, self._holder, self._session = self._holder, None, None
+        if holder is not None:
+            await holder.aclose()
 
     def _checked_url(self, url: str) -> URL:
         try:

@@ -277,7 +277,11 @@ async def test_searxng_provider_and_page_reader_against_the_web_standin(web_url:
     hit = results.hits[0]
     assert isinstance(hit, TextHit)
     assert hit.url.startswith(web_url + "/pages/") and "glass heron" in hit.text
-    page = await LocalReader(allow=["127.0.0.1"]).read(hit.url)
+    reader = LocalReader(allow=["127.0.0.1"])
+    try:
+        page = await reader.read(hit.url)
+    finally:
+        await reader.aclose()
     assert "Glass Heron Designer" in page.title and "glass heron designer" in page.text
     assert "newsletter" not in page.text  # the menu is boilerplate
     async with httpx.AsyncClient(base_url=web_url, timeout=5) as http:

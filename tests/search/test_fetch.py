@@ -411,3 +411,25 @@ async def test_an_allow_entry_may_name_its_port(server: Server, monkeypatch: pyt
     for allow in ([f"127.0.0.1:{port + 1}"], [f"pictures.test:{port + 1}"], [f"[::1]:{port}"]):
         with pytest.raises(FetchError, match="non-public"):  # another port (or address) only
             await SafeFetcher(allow=allow).fetch(f"http://pictures.test:{port}/image.png")
+
+
+def test_kept_connections_are_closed_with_each_event_loop() -> None:
+    """A fetcher used under several ``asyncio.run`` calls (training steps do): each loop's session
+    is closed when that loop ends, and the next loop gets a session of its own."""
+    import gc
+    import warnings
+
+    server, port = _gzip_server("identity", PNG)
+    fetcher = SafeFetcher(allow=["127.0.0.1"], keepalive=True)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            for _ in range(3):
+                fetched = asyncio.run(fetcher.fetch(f"http://127.0.0.1:{port}/x"))
+                assert fetched.data == PNG
+                gc.collect()
+            asyncio.run(fetcher.aclose())
+            gc.collect()
+        assert not [w for w in caught if "Unclosed" in str(w.message)]
+    finally:
+        server.shutdown()  # type: ignore[attr-defined]
