@@ -9,29 +9,26 @@ Fields the spec defines but this server cannot honour are accepted by the schema
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SerializerFunctionWrapHandler,
-    model_serializer,
     model_validator,
 )
 
 from mmsr_serve.agent.protocol import SearchMode
 
 
-class _Response(BaseModel):
-    """A response model whose fields listed in ``_omit_if_none`` are left out when unset."""
+def _is_none(value: object) -> bool:
+    return value is None
 
-    _omit_if_none: ClassVar[frozenset[str]] = frozenset()
 
-    @model_serializer(mode="wrap")
-    def _omit(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        return {k: v for k, v in data.items() if not (v is None and k in self._omit_if_none)}
+def _omitted_if_none() -> Any:
+    """A response field left out of the JSON when it is None (where OpenAI omits rather than
+    sends null); pydantic-core checks it field by field, with no Python pass over the whole dump."""
+    return Field(default=None, exclude_if=_is_none)
 
 
 # ---------------------------------------------------------------------------------------- request
@@ -230,19 +227,17 @@ class Annotation(BaseModel):
     url_citation: URLCitation
 
 
-class ResponseMessage(_Response):
-    _omit_if_none = frozenset({"reasoning_content", "reasoning"})
-
+class ResponseMessage(BaseModel):
     content: str | None
     refusal: str | None = None
     role: Literal["assistant"] = "assistant"
     annotations: list[Annotation] = Field(default_factory=list)
 
     # --- mmsr extensions ---
-    reasoning_content: str | None = None
+    reasoning_content: str | None = _omitted_if_none()
     """The model's reasoning across its turns (the ``<reason>`` blocks), as vLLM's reasoning parsers
     name it; ``reasoning`` holds the same text under the newer name."""
-    reasoning: str | None = None
+    reasoning: str | None = _omitted_if_none()
 
 
 class Choice(BaseModel):
@@ -253,16 +248,14 @@ class Choice(BaseModel):
     message: ResponseMessage
 
 
-class Usage(_Response):
-    _omit_if_none = frozenset({"num_search_queries", "search_calls"})
-
+class Usage(BaseModel):
     completion_tokens: int
     prompt_tokens: int
     total_tokens: int
 
     # --- mmsr extensions ---
-    num_search_queries: int | None = None
-    search_calls: dict[str, int] | None = None
+    num_search_queries: int | None = _omitted_if_none()
+    search_calls: dict[str, int] | None = _omitted_if_none()
     """``{"image": n, "text": m}``"""
 
 
@@ -275,9 +268,7 @@ class SearchResult(BaseModel):
     kind: Literal["image", "text"]
 
 
-class ChatCompletion(_Response):
-    _omit_if_none = frozenset({"trace"})
-
+class ChatCompletion(BaseModel):
     id: str
     choices: list[Choice]
     created: int
@@ -288,23 +279,19 @@ class ChatCompletion(_Response):
 
     # --- mmsr extensions ---
     search_results: list[SearchResult] = Field(default_factory=list)
-    trace: dict[str, Any] | None = None
+    trace: dict[str, Any] | None = _omitted_if_none()
 
 
-class ChoiceDelta(_Response):
-    _omit_if_none = frozenset(
-        {"content", "refusal", "role", "annotations", "reasoning_content", "reasoning", "search_events"}
-    )
-
-    content: str | None = None
-    refusal: str | None = None
-    role: Literal["assistant"] | None = None
-    annotations: list[Annotation] | None = None
+class ChoiceDelta(BaseModel):
+    content: str | None = _omitted_if_none()
+    refusal: str | None = _omitted_if_none()
+    role: Literal["assistant"] | None = _omitted_if_none()
+    annotations: list[Annotation] | None = _omitted_if_none()
 
     # --- mmsr extensions ---
-    reasoning_content: str | None = None
-    reasoning: str | None = None
-    search_events: list[dict[str, Any]] | None = None
+    reasoning_content: str | None = _omitted_if_none()
+    reasoning: str | None = _omitted_if_none()
+    search_events: list[dict[str, Any]] | None = _omitted_if_none()
     """Search progress, one event per chunk: ``[{"index", "status": "started"|"finished", "kind", ...}]``.
 
     A list whose entries carry a running ``index`` (per choice) and are never sent twice, so that
@@ -319,20 +306,18 @@ class ChunkChoice(BaseModel):
     logprobs: None = None
 
 
-class ChatCompletionChunk(_Response):
-    _omit_if_none = frozenset({"usage", "search_results", "trace"})
-
+class ChatCompletionChunk(BaseModel):
     id: str
     choices: list[ChunkChoice]
     created: int
     model: str
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
     system_fingerprint: str | None = None
-    usage: Usage | None = None
+    usage: Usage | None = _omitted_if_none()
 
     # --- mmsr extensions (on a choice's finish chunk) ---
-    search_results: list[SearchResult] | None = None
-    trace: dict[str, Any] | None = None
+    search_results: list[SearchResult] | None = _omitted_if_none()
+    trace: dict[str, Any] | None = _omitted_if_none()
 
 
 class ModelCard(BaseModel):
