@@ -37,7 +37,7 @@ import ipaddress
 import socket
 import ssl
 import zlib
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -46,6 +46,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
+from mmsr_serve._aio import LoopSession
 from mmsr_serve._timeouts import timeout
 from mmsr_serve._tls import client_ssl_context
 from mmsr_serve.errors import FetchError, ImageError
@@ -112,13 +113,6 @@ def _accepts(content_type: str, accept: Sequence[str]) -> bool:
     return False
 
 
-async def _close_at_loop_end(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
-    try:
-        yield
-    finally:
-        await session.close()
-
-
 class _CheckedResolver(AbstractResolver):
     """The connector's resolver: the addresses the current hop's check accepted for this host and
     port; any other host is resolved and checked here (no connection goes to an unchecked one)."""
@@ -171,9 +165,7 @@ class SafeFetcher:
         self.max_redirects = max_redirects
         self._keepalive = keepalive
         self._ssl = ssl_context
-        self._session: aiohttp.ClientSession | None = None
-        self._session_loop: asyncio.AbstractEventLoop | None = None
-        self._holder: AsyncGenerator[None, None] | None = None
+        self._kept = LoopSession(lambda: self._new_session(keepalive=True))
         self._allowed_hosts: dict[str, set[int | None]] = {}
         self._allowed_nets: list[tuple[IPNetwork, int | None]] = []
         for entry in allow:
@@ -248,16 +240,7 @@ class SafeFetcher:
             finally:
                 await session.close()
             return
-        loop = asyncio.get_running_loop()
-        if self._session is None or self._session.closed or self._session_loop is not loop:
-            session = self._new_session(keepalive=True)
-            # Closed in its own loop at the latest when asyncio.run ends that loop: the loop's
-            # shutdown_asyncgens() closes every open async generator, this holder included (a
-            # fetcher used under several asyncio.run calls, as training steps do, leaks nothing).
-            holder = _close_at_loop_end(session)
-            await holder.__anext__()
-            self._session, self._session_loop, self._holder = session, loop, holder
-        yield self._session
+        yield await self._kept.get()
 
     def _new_session(self, *, keepalive: bool) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
@@ -279,10 +262,8 @@ class SafeFetcher:
         )
 
     async def aclose(self) -> None:
-        """Close the kept connections (``keepalive``)."""
-        holder, self._holder, self._session = self._holder, None, None
-        if holder is not None:
-            await holder.aclose()
+        """Close the kept connections (``keepalive``; those of an event loop that ended are closed)."""
+        await self._kept.aclose()
 
     def _checked_url(self, url: str) -> URL:
         try:

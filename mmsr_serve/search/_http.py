@@ -14,21 +14,29 @@ Retries (tenacity): exponential backoff with jitter, only for the retryable ones
 attempt is recorded on the :class:`~mmsr_serve.search.costs.Meter` with its outcome. Messages
 are built from the status and the provider's own error text, with every registered secret masked
 (:mod:`._secret`); they never include the request URL (SerpAPI takes its key in the query), and
-they are raised outside of ``except`` blocks, so no chained httpx exception carries the request.
+they are raised outside of ``except`` blocks, so no chained aiohttp exception carries the request.
+
+The wire is aiohttp (one session per event loop, :mod:`mmsr_serve._aio`), as for the model
+backend and the page fetcher: query parameters are encoded as httpx would (``True`` as ``true``,
+``None`` as an empty value, a list as repeated keys), proxies and certificates follow the
+environment (``HTTPS_PROXY``, ``SSL_CERT_FILE``), no cookie is kept and no redirect followed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import httpx
+import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
+from mmsr_serve import fastjson
+from mmsr_serve._aio import LoopSession
 from mmsr_serve._tls import client_ssl_context
 from mmsr_serve.errors import (
     ProviderAuthError,
@@ -54,6 +62,7 @@ T = TypeVar("T")
 log = logging.getLogger("mmsr.search")
 DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 _DETAIL_CHARS = 200
+_CONNECTIONS = 256  # open at once per provider, kept ones included
 
 
 @dataclass(frozen=True)
@@ -114,7 +123,21 @@ def error_detail(body: bytes) -> str:
     return str(data)[:_DETAIL_CHARS] if isinstance(data, (str, int, float)) else ""
 
 
-def _retry_after(headers: httpx.Headers) -> float | None:
+def _query(params: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """Query parameters as httpx encodes them: booleans lower-case, None empty, sequences repeated."""
+    pairs: list[tuple[str, str]] = []
+    for name, value in (params or {}).items():
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            if item is None:
+                pairs.append((name, ""))
+            elif isinstance(item, bool):
+                pairs.append((name, "true" if item else "false"))
+            else:
+                pairs.append((name, str(item)))
+    return pairs
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
     value = headers.get("retry-after", "")
     try:
         return max(0.0, float(value)) if value else None
@@ -134,7 +157,6 @@ class ApiClient:
         timeout_s: float = 15.0,
         retry: RetryPolicy | None = None,
         max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        transport: httpx.AsyncBaseTransport | None = None,
         status_hints: Mapping[int, str] | None = None,
     ) -> None:
         self.provider = provider
@@ -143,8 +165,16 @@ class ApiClient:
         self.retry = retry or RetryPolicy()
         self.max_bytes = max_bytes
         self.status_hints = dict(status_hints or {})
-        self._client = httpx.AsyncClient(
-            timeout=timeout_s, transport=transport, follow_redirects=False, verify=client_ssl_context()
+        self.timeout_s = timeout_s
+        self._session = LoopSession(self._new_session)
+
+    def _new_session(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(ssl=client_ssl_context(), limit=_CONNECTIONS, limit_per_host=0)
+        # each of connecting (a free connection included) and every read has timeout_s, as httpx's
+        # timeout did; the provider's own deadline is the search's (the agent loop's search timeout)
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout_s, sock_read=self.timeout_s)
+        return aiohttp.ClientSession(
+            connector=connector, timeout=timeout, trust_env=True, cookie_jar=aiohttp.DummyCookieJar()
         )
 
     def __repr__(self) -> str:
@@ -183,16 +213,23 @@ class ApiClient:
         headers: Mapping[str, str] | None,
     ) -> Any:
         failure: ProviderError | None = None
-        status, body, answer_headers = 0, b"", httpx.Headers()
+        status, body = 0, b""
+        answer_headers: Mapping[str, str] = {}
+        sent = dict(headers or {})
+        data = None
+        if json_body is not None:
+            data = fastjson.dumps(json_body)
+            sent.setdefault("Content-Type", "application/json")
         try:
-            async with self._client.stream(
-                method, url, params=dict(params or {}), json=json_body, headers=dict(headers or {})
+            session = await self._session.get()
+            async with session.request(
+                method, url, params=_query(params), data=data, headers=sent, allow_redirects=False
             ) as response:
-                status, answer_headers = response.status_code, response.headers
+                status, answer_headers = response.status, response.headers
                 body = await self._read(response)
-        except httpx.TimeoutException:
+        except asyncio.TimeoutError:
             failure = ProviderUnavailable(self.provider, "no answer in time", outcome="timeout")
-        except httpx.TransportError as exc:
+        except aiohttp.ClientError as exc:
             reason = type(exc).__name__
             failure = ProviderUnavailable(
                 self.provider, f"cannot connect ({reason})", outcome="connection_error"
@@ -207,9 +244,9 @@ class ApiClient:
             failure = ProviderResponseError(self.provider, f"the answer (HTTP {status}) is not valid JSON")
         raise failure
 
-    async def _read(self, response: httpx.Response) -> bytes:
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
         chunks, size = [], 0
-        async for chunk in response.aiter_bytes():
+        async for chunk in response.content.iter_any():
             size += len(chunk)
             if size > self.max_bytes:
                 raise ProviderResponseError(
@@ -218,7 +255,7 @@ class ApiClient:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _status_error(self, status: int, body: bytes, headers: httpx.Headers) -> ProviderError:
+    def _status_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> ProviderError:
         detail = error_detail(body)
         hint = self.status_hints.get(status, "check the API key" if status in (401, 403) else None)
         message = f"HTTP {status}" + (f": {detail}" if detail else "") + (f" ({hint})" if hint else "")
@@ -233,4 +270,4 @@ class ApiClient:
         return ProviderError(self.provider, f"request refused, {message}", status=status)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._session.aclose()

@@ -14,8 +14,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import httpx
-
 from mmsr_serve._secret import Secret
 from mmsr_serve.errors import SearchError
 from mmsr_serve.search._http import ApiClient, RetryPolicy
@@ -45,7 +43,6 @@ class HttpProvider:
         meter: Meter | None = None,
         timeout_s: float | None = None,
         retry: RetryPolicy | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         base_url = base_url or self.default_base_url
         if not base_url:
@@ -59,7 +56,6 @@ class HttpProvider:
             meter=meter,
             timeout_s=self.default_timeout_s if timeout_s is None else timeout_s,
             retry=retry,
-            transport=transport,
             status_hints=self.status_hints,
         )
 
