@@ -134,6 +134,7 @@ def _text_search_cpu_ms(
     from mmsr_serve.config import AgentConfig
 
     env = {**os.environ, "SEARXNG_BASE_URL": stack.web_url}
+    env.pop("MMSR_CONFIG", None)  # as for the server (mmsr_bench/load/stack.py)
     agent = AgentConfig.load(None, env=env, **stack.agent_settings(), index=corpus, search_cache="off")
     queries = [_query(i.question) for i in items]
 

@@ -25,25 +25,36 @@ async def _closed_at_loop_end(session: aiohttp.ClientSession) -> AsyncGenerator[
         await session.close()
 
 
+_Entry = tuple[aiohttp.ClientSession, AsyncGenerator[None, None]]
+
+
 class LoopSession:
-    """The session of the running event loop, made by ``factory`` (see the module docstring)."""
+    """The session of the running event loop, made by ``factory`` (see the module docstring).
+
+    Each loop has its own, kept until that loop ends: a loop never closes another's session
+    (several loops can run at once, one per thread, as ``mmsr_train.rollout.run_sync`` does)."""
 
     def __init__(self, factory: Callable[[], aiohttp.ClientSession]) -> None:
         self._factory = factory
-        self._session: aiohttp.ClientSession | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._holder: AsyncGenerator[None, None] | None = None
+        self._by_loop: dict[
+            asyncio.AbstractEventLoop, tuple[aiohttp.ClientSession, AsyncGenerator[None, None]]
+        ]
+        self._by_loop = {}
 
     async def get(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
-        if self._session is None or self._session.closed or self._loop is not loop:
+        entry = self._by_loop.get(loop)
+        if entry is None or entry[0].closed:
+            for ended in [other for other in self._by_loop if other.is_closed()]:
+                del self._by_loop[ended]  # closed with its loop; forget the loop too
             session = self._factory()
             holder = _closed_at_loop_end(session)
             await holder.__anext__()  # registered with this loop's async generators
-            self._session, self._loop, self._holder = session, loop, holder
-        return self._session
+            self._by_loop[loop] = entry = (session, holder)
+        return entry[0]
 
     async def aclose(self) -> None:
-        holder, self._holder, self._session = self._holder, None, None
-        if holder is not None:
-            await holder.aclose()
+        """Close the running loop's session (another running loop's closes when that loop ends)."""
+        entry = self._by_loop.pop(asyncio.get_running_loop(), None)
+        if entry is not None:
+            await entry[1].aclose()

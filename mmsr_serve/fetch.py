@@ -13,8 +13,9 @@ private network). :class:`SafeFetcher`, for every hop including each redirect:
   differently); the ``Host`` header and the TLS server name stay the hostname, so certificates
   are still verified. With ``keepalive``, connections are kept for the next fetch from the same
   host name and port only (aiohttp pools them by scheme, host name and port, so a TLS connection
-  verified for one name never carries another's requests); the address check still runs for
-  every fetch, kept connection or not;
+  verified for one name never carries another's requests), at most 4 per host name for at most
+  64 host names, idle for up to 15 s (a fetch beyond these goes on a connection closed after
+  it); the address check still runs for every fetch, kept connection or not;
 - follows at most ``max_redirects`` redirects itself; streams the body and stops past
   ``max_bytes`` (decoded bytes, so compression bombs stop too); gives up after ``timeout_s`` for
   the whole fetch, redirects included. HTTP proxies from the environment are ignored, and no
@@ -33,10 +34,12 @@ The wire is aiohttp, as for the model backend: about a third of httpx's CPU per 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 import ssl
 import zlib
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -61,8 +64,16 @@ USER_AGENT = "mmsr-fetch/0.1"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _DECODABLE = frozenset({"gzip", "x-gzip", "deflate"})
-_CONNECTIONS = 256  # open at once, kept ones included (keepalive); more wait for one to free
-_HEADER_BYTES = 65536  # a response header line or field: pages' CSP and cookie headers run long
+_CONNECTIONS = 256  # in use at once per event loop; more wait for one to free
+# Response headers: a line or field up to 16 KiB (pages' CSP and cookie headers run long), at most
+# 64 of them: about 1 MiB at worst, as aiohttp's defaults allow (httpx refused beyond 100 KiB).
+_HEADER_BYTES = 16384
+_HEADERS = 64
+# keepalive: connections kept for at most _MAX_HOSTS host names, _KEPT_PER_HOST each (a fetch beyond
+# goes on a connection of its own, closed after it), idle for at most _KEEPALIVE_S.
+_MAX_HOSTS = 64
+_KEPT_PER_HOST = 4
+_KEEPALIVE_S = 15.0
 
 # The addresses this hop's check accepted, for the connection's resolver: (host, port, addresses).
 _CHECKED: ContextVar[tuple[str, int, tuple[str, ...]] | None] = ContextVar("mmsr_fetch_checked", default=None)
@@ -166,6 +177,9 @@ class SafeFetcher:
         self._keepalive = keepalive
         self._ssl = ssl_context
         self._kept = LoopSession(lambda: self._new_session(keepalive=True))
+        self._unkept = LoopSession(lambda: self._new_session(keepalive=False))
+        self._hosts: OrderedDict[tuple[str, str, int], float] = OrderedDict()  # kept: last use
+        self._in_flight: Counter[tuple[str, str, int]] = Counter()  # kept fetches under way
         self._allowed_hosts: dict[str, set[int | None]] = {}
         self._allowed_nets: list[tuple[IPNetwork, int | None]] = []
         for entry in allow:
@@ -189,13 +203,13 @@ class SafeFetcher:
         have; a response outside 2xx, or larger than ``max_bytes``, raises :class:`FetchError`."""
         limit = self.max_bytes if max_bytes is None else max_bytes
         try:
-            async with timeout(self.timeout_s), self._client() as client:
-                return await self._fetch(client, url, limit, accept)
+            async with timeout(self.timeout_s), self._fetch_session() as own:
+                return await self._fetch(own, url, limit, accept)
         except asyncio.TimeoutError:
             raise FetchError(f"fetching {url} took longer than {self.timeout_s:g} s", url=url) from None
 
     async def _fetch(
-        self, client: aiohttp.ClientSession, url: str, limit: int, accept: tuple[str, ...] | None
+        self, own: aiohttp.ClientSession | None, url: str, limit: int, accept: tuple[str, ...] | None
     ) -> Fetched:
         headers = {
             "User-Agent": USER_AGENT,
@@ -204,7 +218,7 @@ class SafeFetcher:
         }
         current = self._checked_url(url)
         for _ in range(self.max_redirects + 1):
-            async with self._open(client, current, headers) as response:
+            async with self._open(own, current, headers) as response:
                 location = response.headers.get("location")
                 if response.status in _REDIRECTS and location:
                     try:
@@ -230,17 +244,43 @@ class SafeFetcher:
         raise FetchError(f"{url} redirected more than {self.max_redirects} times", url=url)
 
     @asynccontextmanager
-    async def _client(self) -> AsyncIterator[aiohttp.ClientSession]:
-        """The session of this fetch: with ``keepalive`` the fetcher's (one per event loop), without
-        it a new one that keeps no connection, closed after the fetch."""
-        if not self._keepalive:
-            session = self._new_session(keepalive=False)
-            try:
-                yield session
-            finally:
-                await session.close()
+    async def _fetch_session(self) -> AsyncIterator[aiohttp.ClientSession | None]:
+        """Without ``keepalive``, this fetch's own session (it keeps no connection), closed after
+        the fetch; with it None: each hop takes one of the fetcher's (see :meth:`_hop_session`)."""
+        if self._keepalive:
+            yield None
             return
-        yield await self._kept.get()
+        session = self._new_session(keepalive=False)
+        try:
+            yield session
+        finally:
+            await session.close()
+
+    @asynccontextmanager
+    async def _hop_session(self, url: URL, port: int) -> AsyncIterator[aiohttp.ClientSession]:
+        """The session that keeps this hop's connection, within the bounds on kept connections
+        (see ``_MAX_HOSTS``); else the one that closes it after the hop."""
+        key = (url.scheme, url.raw_host or "", port)
+        now = asyncio.get_running_loop().time()
+        while self._hosts:  # forget host names whose kept connections went idle for too long
+            oldest, used = next(iter(self._hosts.items()))
+            if used > now - _KEEPALIVE_S or self._in_flight[oldest]:
+                break
+            del self._hosts[oldest]
+            self._in_flight.pop(oldest, None)
+        keep = self._in_flight[key] < _KEPT_PER_HOST and (key in self._hosts or len(self._hosts) < _MAX_HOSTS)
+        if not keep:
+            yield await self._unkept.get()
+            return
+        self._in_flight[key] += 1
+        self._hosts[key] = now
+        self._hosts.move_to_end(key)
+        try:
+            yield await self._kept.get()
+        finally:
+            self._in_flight[key] -= 1
+            self._hosts[key] = asyncio.get_running_loop().time()
+            self._hosts.move_to_end(key)
 
     def _new_session(self, *, keepalive: bool) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
@@ -250,6 +290,7 @@ class SafeFetcher:
             limit=_CONNECTIONS,
             limit_per_host=0,
             force_close=not keepalive,
+            keepalive_timeout=_KEEPALIVE_S if keepalive else None,
         )
         return aiohttp.ClientSession(
             connector=connector,
@@ -259,16 +300,18 @@ class SafeFetcher:
             timeout=aiohttp.ClientTimeout(total=None),  # the fetch's own deadline covers every hop
             max_line_size=_HEADER_BYTES,
             max_field_size=_HEADER_BYTES,
+            max_headers=_HEADERS,
         )
 
     async def aclose(self) -> None:
         """Close the kept connections (``keepalive``; those of an event loop that ended are closed)."""
         await self._kept.aclose()
+        await self._unkept.aclose()
 
     def _checked_url(self, url: str) -> URL:
         try:
             parsed = URL(url)
-            _ = parsed.port  # yarl checks the port's range when it is read
+            _ = parsed.port, parsed.host  # yarl checks the port's range and the IDNA host when read
         except (ValueError, TypeError) as exc:
             raise FetchError(f"invalid URL {url!r}: {exc}", url=url) from None
         if parsed.scheme not in ("http", "https"):
@@ -313,31 +356,34 @@ class SafeFetcher:
 
     @asynccontextmanager
     async def _open(
-        self, client: aiohttp.ClientSession, url: URL, headers: dict[str, str]
+        self, own: aiohttp.ClientSession | None, url: URL, headers: dict[str, str]
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """Check the URL's host, then send the request (to the checked addresses, in turn)."""
+        """Check the URL's host, then send the request (to the checked addresses, in turn) on
+        ``own`` or, with ``keepalive``, on the session :meth:`_hop_session` picks."""
         host = url.raw_host or ""
         port = url.port or (443 if url.scheme == "https" else 80)
         try:
             addresses = await self._checked_addresses(host, port, url.host or host)
         except FetchError as exc:
             raise FetchError(str(exc), url=str(url)) from exc.__cause__
-        token = _CHECKED.set((host, port, tuple(addresses)))
-        try:
+        async with contextlib.AsyncExitStack() as hop:
+            client = own if own is not None else await hop.enter_async_context(self._hop_session(url, port))
+            token = _CHECKED.set((host, port, tuple(addresses)))
             try:
                 response = await client.get(url, headers=headers, allow_redirects=False)
+            except FetchError as exc:  # the connector's resolver refused a host it had to look up again
+                raise FetchError(str(exc), url=str(url)) from exc.__cause__
             except aiohttp.ClientConnectorError as exc:
-                raise FetchError(
-                    f"cannot connect to {url.host}: {exc.os_error or exc}", url=str(url)
-                ) from exc
+                reason = exc.os_error or exc
+                raise FetchError(f"cannot connect to {url.host}: {reason}", url=str(url)) from exc
             except (aiohttp.ClientError, ValueError) as exc:
                 raise FetchError(f"cannot fetch {url}: {exc}", url=str(url)) from exc
-        finally:
-            _CHECKED.reset(token)
-        try:
-            yield response
-        finally:
-            response.release()
+            finally:
+                _CHECKED.reset(token)
+            try:
+                yield response
+            finally:
+                response.release()
 
     async def _read(self, response: aiohttp.ClientResponse, limit: int, url: URL) -> bytes:
         """The body, at most ``limit`` bytes *after* decompression.

@@ -18,7 +18,10 @@ from mmsr_serve.errors import ImageError
 from mmsr_serve.images import InputImage, decode_image
 
 THUMBNAIL_MAX_PIXELS = 256 * 256
-_DECODED_THUMBNAILS = 64  # at most about 200 kB each: a few popular images of a corpus stay decoded
+# A few popular images of a corpus stay decoded: 64 of them, each kept with its encoded bytes,
+# which are only cached up to 512 kB (a thumbnail is a few tens of kB; at most about 45 MB in all).
+_DECODED_THUMBNAILS = 64
+_CACHED_THUMBNAIL_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,11 @@ class ImageHit:
 
     def decoded_thumbnail(self) -> InputImage | None:
         """:meth:`thumbnail_image` with its encoded bytes (sent as they are where they fit)."""
-        return None if self.thumbnail is None else _decoded_thumbnail(self.thumbnail)
+        if self.thumbnail is None:
+            return None
+        if len(self.thumbnail) > _CACHED_THUMBNAIL_BYTES:
+            return _decoded_thumbnail.__wrapped__(self.thumbnail)
+        return _decoded_thumbnail(self.thumbnail)
 
 
 @functools.lru_cache(maxsize=_DECODED_THUMBNAILS)

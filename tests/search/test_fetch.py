@@ -433,3 +433,98 @@ def test_kept_connections_are_closed_with_each_event_loop() -> None:
         assert not [w for w in caught if "Unclosed" in str(w.message)]
     finally:
         server.shutdown()  # type: ignore[attr-defined]
+
+
+class _Live:
+    """A keep-alive HTTP server on 127.0.0.1 that counts its open connections; ``/slow`` answers
+    after 0.5 s, ``/many-headers`` with 100 header lines."""
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.opened = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.open += 1
+        self.opened += 1
+        try:
+            while request := await reader.readline():
+                path = request.split()[1]
+                while (await reader.readline()) not in (b"\r\n", b""):
+                    pass
+                if path == b"/slow":
+                    await asyncio.sleep(0.5)
+                extra = (
+                    "".join(f"X-Filler-{i}: {i}\r\n" for i in range(100)) if path == b"/many-headers" else ""
+                )
+                head = f"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n{extra}Content-Length: 4\r\n\r\n"
+                writer.write(head.encode() + b"page")
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            self.open -= 1
+            writer.close()
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    for _ in range(100):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+
+
+async def test_kept_connections_are_bounded_per_host_name_and_in_host_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At most 4 connections kept per host name and 64 host names kept (a fetch beyond goes on a
+    connection closed after it): a burst or a crawl of many hosts leaves few sockets open."""
+    live = _Live()
+    srv = await asyncio.start_server(live.handle, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    table = {f"h{i}.test": ["127.0.0.1"] for i in range(80)}
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", _fake_resolver(table))
+    fetcher = SafeFetcher(allow=["127.0.0.1"], keepalive=True)
+    async with srv:
+        pages = await asyncio.gather(*(fetcher.fetch(f"http://h0.test:{port}/slow") for _ in range(12)))
+        assert {p.data for p in pages} == {b"page"} and live.opened == 12
+        await _until(lambda: live.open <= 4)
+        assert live.open == 4  # the 8 beyond were closed after their fetch
+        for i in range(1, 80):
+            assert (await fetcher.fetch(f"http://h{i}.test:{port}/")).data == b"page"
+        await _until(lambda: live.open <= 4 + 63)
+        assert live.open == 4 + 63  # h0's 4, one each of 63 more host names; 16 fetches closed theirs
+        await fetcher.aclose()
+        await _until(lambda: live.open == 0)
+        assert live.open == 0
+        srv.close()
+
+
+async def test_a_loop_in_another_thread_leaves_this_loops_fetches_alone() -> None:
+    """``run_sync`` in training runs a second event loop in a worker thread while the first one
+    runs: each has its own session, and the second ending does not close the first's."""
+    live = _Live()
+    srv = await asyncio.start_server(live.handle, "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{srv.sockets[0].getsockname()[1]}"
+    fetcher = SafeFetcher(allow=["127.0.0.1"], keepalive=True, timeout_s=5)
+    async with srv:
+        assert (await fetcher.fetch(base + "/")).data == b"page"
+        slow = asyncio.ensure_future(fetcher.fetch(base + "/slow"))
+        await asyncio.sleep(0.05)
+        other = await asyncio.to_thread(asyncio.run, fetcher.fetch(base + "/"))
+        assert other.data == b"page"
+        assert (await slow).data == b"page"
+        await fetcher.aclose()
+        srv.close()
+
+
+async def test_bad_idna_hosts_and_too_many_headers_are_fetch_errors(server: Server) -> None:
+    fetcher = SafeFetcher(allow=["127.0.0.1"])
+    for url in ("http://xn--/", "http://xn--a/", "http://xn--zz-/"):
+        with pytest.raises(FetchError, match="invalid URL"):
+            await fetcher.fetch(url)
+    live = _Live()
+    srv = await asyncio.start_server(live.handle, "127.0.0.1", 0)
+    async with srv:
+        with pytest.raises(FetchError, match="cannot fetch"):
+            await fetcher.fetch(f"http://127.0.0.1:{srv.sockets[0].getsockname()[1]}/many-headers")
+        srv.close()
