@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,20 +106,11 @@ def _image_search_cpu_ms(corpus: Path, items: list[Any], concurrency: int, searc
         index.ensure_index()
         images = [decode_image(Path(i.image).read_bytes()) for i in items if isinstance(i.image, str)]
 
-        async def measure() -> float:
-            await index.search_image(images[0], 5)  # warm: imports, the signature table
-            gate = asyncio.Semaphore(concurrency)
+        async def search(n: int) -> object:
+            return await index.search_image(images[n % len(images)], 5)
 
-            async def one(n: int) -> None:
-                async with gate:
-                    await index.search_image(images[n % len(images)], 5)
-
-            before = time.process_time()
-            await asyncio.gather(*(one(n) for n in range(searches)))
-            return (time.process_time() - before) / searches
-
-        try:
-            return 1000 * asyncio.run(measure())
+        try:  # the first search warms: imports, the signature table
+            return asyncio.run(_cpu_ms_per_call(search, searches, concurrency))
         finally:
             index.close()
 
@@ -137,27 +129,38 @@ def _text_search_cpu_ms(
     env.pop("MMSR_CONFIG", None)  # as for the server (mmsr_bench/load/stack.py)
     agent = AgentConfig.load(None, env=env, **stack.agent_settings(), index=corpus, search_cache="off")
     queries = [_query(i.question) for i in items]
+    top_k = agent.limits().top_k
 
     async def measure() -> float:
         tools = agent.build_search()
-        assert tools.text is not None
+        text = tools.text
+        assert text is not None
         try:
             tools.warm()
-            await tools.text.search_text(queries[0], agent.limits().top_k)  # warm: imports, connections
-            gate = asyncio.Semaphore(concurrency)
 
-            async def one(n: int) -> None:
-                async with gate:
-                    assert tools.text is not None
-                    await tools.text.search_text(queries[n % len(queries)], agent.limits().top_k)
+            async def search(n: int) -> object:  # the first warms: imports, connections
+                return await text.search_text(queries[n % len(queries)], top_k)
 
-            before = time.process_time()
-            await asyncio.gather(*(one(n) for n in range(searches)))
-            return (time.process_time() - before) / searches
+            return await _cpu_ms_per_call(search, searches, concurrency)
         finally:
             await tools.aclose()
 
-    return 1000 * asyncio.run(measure())
+    return asyncio.run(measure())
+
+
+async def _cpu_ms_per_call(call: Callable[[int], Awaitable[object]], calls: int, concurrency: int) -> float:
+    """This process's CPU ms per call of ``call(n)`` for n in range(calls), ``concurrency`` at a
+    time, after one call to warm up."""
+    await call(0)
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(n: int) -> None:
+        async with gate:
+            await call(n)
+
+    before = time.process_time()
+    await asyncio.gather(*(one(n) for n in range(calls)))
+    return 1000 * (time.process_time() - before) / calls
 
 
 def _watch_rss(pid: int, stop: threading.Event, peak: list[float]) -> None:

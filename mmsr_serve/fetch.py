@@ -257,10 +257,9 @@ class SafeFetcher:
             await session.close()
 
     @asynccontextmanager
-    async def _hop_session(self, url: URL, port: int) -> AsyncIterator[aiohttp.ClientSession]:
-        """The session that keeps this hop's connection, within the bounds on kept connections
-        (see ``_MAX_HOSTS``); else the one that closes it after the hop."""
-        key = (url.scheme, url.raw_host or "", port)
+    async def _hop_session(self, key: tuple[str, str, int]) -> AsyncIterator[aiohttp.ClientSession]:
+        """The session that keeps the connection of a hop to ``key`` (scheme, host, port), within
+        the bounds on kept connections (see ``_MAX_HOSTS``); else the one that closes it after."""
         now = asyncio.get_running_loop().time()
         while self._hosts:  # forget host names whose kept connections went idle for too long
             oldest, used = next(iter(self._hosts.items()))
@@ -367,7 +366,8 @@ class SafeFetcher:
         except FetchError as exc:
             raise FetchError(str(exc), url=str(url)) from exc.__cause__
         async with contextlib.AsyncExitStack() as hop:
-            client = own if own is not None else await hop.enter_async_context(self._hop_session(url, port))
+            if (client := own) is None:
+                client = await hop.enter_async_context(self._hop_session((url.scheme, host, port)))
             token = _CHECKED.set((host, port, tuple(addresses)))
             try:
                 response = await client.get(url, headers=headers, allow_redirects=False)

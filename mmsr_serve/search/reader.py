@@ -60,9 +60,10 @@ def extract_main_text(data: bytes, content_type: str, url: str | None = None) ->
     import trafilatura
 
     tree = _parsed(data)
-    title = page_title(data if tree is None else tree)
+    page = data if tree is None else tree
+    title = page_title(page)
     doc: Any = trafilatura.bare_extraction(
-        data if tree is None else tree,
+        page,
         url=url,
         with_metadata=False,
         include_comments=False,
