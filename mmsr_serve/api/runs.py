@@ -18,7 +18,6 @@ from typing import Any
 import anyio
 from starlette.types import Receive
 
-from mmsr_serve._timeouts import timeout_at
 from mmsr_serve.agent.events import Event, Finished, TurnStarted
 from mmsr_serve.errors import ClientDisconnected, RequestTimeout, ShuttingDown
 
@@ -44,6 +43,7 @@ class Slots:
 
 
 _END = object()
+_DEADLINE = object()
 
 
 async def merged(
@@ -87,20 +87,21 @@ async def merged(
         tasks.append(asyncio.create_task(drain()))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
+    # One timer for the whole request, not one per wait (a streamed answer waits once a token):
+    # at the deadline it puts _DEADLINE in the queue, which ends a wait for the next event.
+    timer = loop.call_at(deadline, queue.put_nowait, _DEADLINE)
     try:
         running = len(streams)
         while running:
-            try:
-                if queue.empty():
-                    async with timeout_at(deadline):
-                        item = await queue.get()
-                elif loop.time() < deadline:  # the next event is there: no timer to arm
-                    item = queue.get_nowait()
-                else:  # a backlog (a client reading slower than the model writes) times out too
-                    raise asyncio.TimeoutError
-            except asyncio.TimeoutError:
+            if queue.empty():
+                item = await queue.get()
+            elif loop.time() < deadline:  # the next event is there
+                item = queue.get_nowait()
+            else:  # a backlog (a client reading slower than the model writes) times out too
+                item = _DEADLINE
+            if item is _DEADLINE:
                 limit = timeout_s if deadline_s is None else deadline_s
-                raise RequestTimeout(f"the request did not finish within {limit:g} s") from None
+                raise RequestTimeout(f"the request did not finish within {limit:g} s")
             if item is _END:
                 running -= 1
             elif isinstance(item, Exception):
@@ -108,6 +109,7 @@ async def merged(
             else:
                 yield item
     finally:
+        timer.cancel()
         for task in tasks:
             task.cancel()
         await settle(tasks)
