@@ -37,4 +37,5 @@ class Limits:
 
     def with_overrides(self, **overrides: object) -> Limits:
         """A copy with the given fields replaced; ``None`` values are ignored."""
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return replace(self, **given) if given else self  # type: ignore[arg-type]
