@@ -36,6 +36,7 @@ class Limits:
             raise InvalidInputError("search_timeout_s must be positive", param="search_timeout_s")
 
     def with_overrides(self, **overrides: object) -> Limits:
-        """A copy with the given fields replaced; ``None`` values are ignored."""
+        """These limits with the given fields replaced (themselves when none is given); ``None``
+        values are ignored."""
         given = {k: v for k, v in overrides.items() if v is not None}
         return replace(self, **given) if given else self  # type: ignore[arg-type]
